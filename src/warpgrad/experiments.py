@@ -1,0 +1,153 @@
+"""Named experiments: a task family, the methods that run on it, and profiles.
+
+Each experiment has profiles ``smoke`` (seconds; for tests), ``quick`` (minutes on 2 CPU cores)
+and ``paper`` (the paper's protocol, for a GPU). A profile fixes the engine's schedule (meta
+steps, meta-batch, evaluation) and the experiment's options (network, inner loop, learning
+rates); each method is built from the profile by a builder function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from warpgrad.functional import make_inner_optimizer
+from warpgrad.layers import MLP
+from warpgrad.methods.base import MetaLearner, NoMetaLearning
+from warpgrad.tasks.base import TaskFamily
+from warpgrad.tasks.sine import SineFamily
+
+PROFILE_NAMES = ("smoke", "quick", "paper")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """An experiment's schedule and options at one scale."""
+
+    name: str
+    description: str
+    meta_steps: int
+    meta_batch: int
+    eval_every: int
+    val_tasks: int
+    test_tasks: int
+    checkpoint_every: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    description: str
+    build: Callable[[Profile], MetaLearner]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    profiles: dict[str, Profile]
+    make_family: Callable[[Profile], TaskFamily]
+    methods: dict[str, MethodSpec]
+
+    def profile(self, name: str) -> Profile:
+        if name not in self.profiles:
+            raise ValueError(f"unknown profile {name!r} for {self.name}; allowed: {', '.join(self.profiles)}")
+        return self.profiles[name]
+
+    def method(self, name: str) -> MethodSpec:
+        if name not in self.methods:
+            raise ValueError(f"unknown method {name!r} for {self.name}; allowed: {', '.join(self.methods)}")
+        return self.methods[name]
+
+
+# --------------------------------------------------------------------------------------- sine
+
+
+def _sine_model(options: dict[str, Any]) -> MLP:
+    return MLP(1, options["hidden"], 1, warp=options["warp"])
+
+
+def _sine_inner(options: dict[str, Any]):
+    return make_inner_optimizer(options["inner_optimizer"], lr=options["inner_lr"])
+
+
+def _sine_baseline(profile: Profile) -> MetaLearner:
+    o = profile.options
+    return NoMetaLearning(_sine_model(o), _sine_inner(o), o["inner_steps"])
+
+
+def _sine_warpgrad(profile: Profile) -> MetaLearner:
+    from warpgrad.methods.warpgrad import WarpGrad
+
+    o = profile.options
+    return WarpGrad(_sine_model(o), _sine_inner(o), o["inner_steps"], **o["warpgrad"])
+
+
+_SINE_OPTIONS: dict[str, Any] = {
+    "shots": 10,
+    "test_points": 100,
+    "hidden": (40, 40),
+    "warp": {},
+    "inner_optimizer": "sgd",
+    "inner_lr": 0.01,
+    "inner_steps": 5,
+    "warpgrad": {
+        "objective": "exact",
+        "algorithm": "offline",
+        "init": "maml",
+        "meta_optimizer": "adam",
+        "warp_lr": 1e-3,
+        "init_lr": 1e-3,
+    },
+}
+
+
+def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = dict(base)
+    out.update(changes)
+    return out
+
+
+SINE = Experiment(
+    name="sine",
+    description="Sine regression (Finn et al. 2017): 10-shot, MSE on 100 held-out points per task.",
+    profiles={
+        "smoke": Profile(
+            "smoke", "seconds: 4 meta-steps, 4 tasks per meta-batch, 8 test tasks",
+            meta_steps=4, meta_batch=4, eval_every=2, val_tasks=4, test_tasks=8, checkpoint_every=2,
+            options=_with(_SINE_OPTIONS, hidden=(16, 16)),
+        ),
+        "quick": Profile(
+            "quick", "minutes on 2 CPU cores: 300 meta-steps of 8 tasks, 200 test tasks",
+            meta_steps=300, meta_batch=8, eval_every=50, val_tasks=32, test_tasks=200,
+            checkpoint_every=50, options=_SINE_OPTIONS,
+        ),
+        "paper": Profile(
+            "paper", "MAML's schedule: 70k meta-steps of 25 tasks, 600 test tasks",
+            meta_steps=70_000, meta_batch=25, eval_every=1000, val_tasks=100, test_tasks=600,
+            checkpoint_every=1000, options=_SINE_OPTIONS,
+        ),
+    },
+    make_family=lambda p: SineFamily(shots=p.options["shots"], test_points=p.options["test_points"]),
+    methods={
+        "baseline": MethodSpec("no meta-learning: same network and inner loop from a random init", _sine_baseline),
+        "warpgrad": MethodSpec("WarpGrad: meta-learned warp layers (+ Warp-MAML initialisation)", _sine_warpgrad),
+    },
+)
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (SINE,)}
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def build_method(experiment: Experiment, method: str, profile: Profile, seed: int) -> MetaLearner:
+    """Build ``method`` for ``experiment`` at ``profile``; model initialisation seeded by ``seed``."""
+    spec = experiment.method(method)
+    torch.manual_seed(seed)
+    return spec.build(profile)

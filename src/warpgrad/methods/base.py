@@ -1,0 +1,143 @@
+"""What every meta-learner shares: the inner loop, adaptation, evaluation, checkpoint state.
+
+A meta-learner is a thin stateful shell around a model (whose parameters are the
+meta-parameters: θ₀ for task layers, φ for warp layers), a pure inner optimiser and a
+``torch.optim`` meta-optimiser. Its protocol:
+
+* ``adapt(task, generator, steps=None) -> params``: the task-adapted parameter dict (task
+  parameters after ``steps`` inner steps from θ₀; warp parameters unchanged);
+* ``meta_step(tasks, generator) -> dict[str, float]``: one outer update;
+* ``evaluate(tasks, generator, steps=None) -> dict[str, Tensor]``: per-task post-adaptation
+  test loss and metric;
+* ``state_dict()`` / ``load_state_dict()``: everything needed to resume bit-exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from warpgrad.functional import (
+    InnerOptimizer,
+    Params,
+    State,
+    combine,
+    detach,
+    functional_apply,
+    loss_and_grad,
+    partition,
+)
+from warpgrad.tasks.base import Task
+
+StepCallback = Callable[[int, Params, State, Tensor, Params], None]
+
+
+def inner_loop(
+    model: nn.Module,
+    inner_optimizer: InnerOptimizer,
+    theta0: Params,
+    phi: Params,
+    task: Task,
+    steps: int,
+    generator: torch.Generator,
+    on_step: StepCallback | None = None,
+) -> tuple[Params, State]:
+    """Adapt task parameters for ``steps`` steps on ``task``'s training batches (no meta-graph).
+
+    Starts from a detached copy of ``theta0``; ``phi`` is held fixed. ``on_step(k, θ_k, s_k,
+    L_k, g_k)`` is called before the k-th update with the point, optimiser state, loss and
+    gradient (all detached). Returns the final parameters θ_K and optimiser state.
+    """
+    phi = {k: v.detach() for k, v in phi.items()}
+    theta = detach(theta0)
+    state = inner_optimizer.init(theta)
+    for k in range(steps):
+        loss, grads = loss_and_grad(model, task.loss, theta, phi, task.train_batch(generator))
+        theta = {n: v.detach() for n, v in theta.items()}
+        if on_step is not None:
+            on_step(k, theta, state, loss.detach(), grads)
+        with torch.no_grad():
+            theta, state = inner_optimizer.update(grads, state, theta)
+    return theta, state
+
+
+class MetaLearner:
+    """Base class: owns the model, the inner optimiser and the meta-optimiser.
+
+    Subclasses implement :meth:`meta_step` (and extend ``state_dict`` if they keep more state).
+    """
+
+    name = "base"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inner_optimizer: InnerOptimizer,
+        inner_steps: int,
+        meta_optimizer: torch.optim.Optimizer | None = None,
+    ):
+        if not isinstance(inner_steps, int) or inner_steps < 0:
+            raise ValueError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
+        self.model = model
+        self.inner_optimizer = inner_optimizer
+        self.inner_steps = inner_steps
+        self.meta_optimizer = meta_optimizer
+
+    # ---------------------------------------------------------------- parameters
+    def parameters_by_role(self) -> tuple[Params, Params]:
+        """``(θ₀, φ)``: the model's task and warp ``nn.Parameter`` s."""
+        return partition(self.model)
+
+    # ---------------------------------------------------------------- protocol
+    def adapt(self, task: Task, generator: torch.Generator, steps: int | None = None) -> Params:
+        theta0, phi = self.parameters_by_role()
+        theta, _ = inner_loop(
+            self.model, self.inner_optimizer, theta0, phi, task,
+            self.inner_steps if steps is None else steps, generator,
+        )
+        return combine(theta, {k: v.detach() for k, v in phi.items()})
+
+    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(
+        self, tasks: list[Task], generator: torch.Generator, steps: int | None = None
+    ) -> dict[str, Tensor]:
+        """Per-task test loss and metric after adaptation (tensors of shape ``[len(tasks)]``)."""
+        if not tasks:
+            raise ValueError("evaluate needs at least one task")
+        losses, metrics = [], []
+        for task in tasks:
+            params = self.adapt(task, generator, steps)
+            x, y = task.test_batch()
+            prediction = functional_apply(self.model, params, x)
+            losses.append(task.loss(prediction, y).detach())
+            metrics.append(task.metric(prediction, y).detach())
+        return {"loss": torch.stack(losses), tasks[0].metric_name: torch.stack(metrics)}
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"model": self.model.state_dict()}
+        if self.meta_optimizer is not None:
+            state["meta_optimizer"] = self.meta_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.meta_optimizer is not None:
+            self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+
+
+class NoMetaLearning(MetaLearner):
+    """Baseline without meta-learning: the same network and inner loop from its random init.
+
+    ``meta_step`` does nothing; adaptation starts from the model's initial parameters every time.
+    """
+
+    name = "baseline"
+
+    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
+        return {}
