@@ -1,0 +1,203 @@
+"""Command-line interface: ``warpgrad run | list | report``.
+
+Examples::
+
+    warpgrad list
+    warpgrad run sine --method baseline,warpgrad --profile quick --out runs/sine
+    warpgrad run sine --out runs/sine --resume
+    warpgrad report runs/sine
+
+Bad input (an unknown name, a negative seed, a missing or mismatching checkpoint) is reported
+as one line on stderr with exit code 2, never a traceback. Set ``WARPGRAD_DEBUG=1`` to get the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from warpgrad import __version__
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are raised (and printed by :func:`main` as one line)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="warpgrad",
+        description="Meta-learned update rules: run experiments, list what is available, report results.",
+    )
+    parser.add_argument("--version", action="version", version=f"warpgrad {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="meta-train and evaluate methods on an experiment",
+        description="Meta-train methods on an experiment, evaluate them on held-out tasks and write "
+        "results.json, learning_curves.png and per-method metrics.csv and checkpoint.pt.",
+    )
+    run.add_argument("experiment", help="experiment name (see `warpgrad list`)")
+    run.add_argument(
+        "--method",
+        default="all",
+        metavar="M[,M...]|all",
+        help="comma-separated methods, or all (default: all)",
+    )
+    run.add_argument("--profile", default="quick", help="smoke, quick or paper (default: quick)")
+    run.add_argument("--out", type=Path, default=None, help="output directory (default: runs/EXPERIMENT-PROFILE)")
+    run.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+    run.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    run.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N meta-steps in this invocation, checkpointed (continue with --resume)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
+
+    listing = commands.add_parser("list", help="list experiments, their methods and profiles")
+    listing.set_defaults(handler=_list)
+
+    report = commands.add_parser("report", help="print the comparison table of a finished run")
+    report.add_argument("out", type=Path, help="a run's output directory (holding results.json)")
+    report.set_defaults(handler=_report)
+    return parser
+
+
+def _resume_command(args: argparse.Namespace, methods: list[str], out_dir: Path) -> str:
+    parts = [
+        "warpgrad",
+        "run",
+        args.experiment,
+        "--method",
+        ",".join(methods),
+        "--profile",
+        args.profile,
+        "--out",
+        str(out_dir),
+        "--seed",
+        str(args.seed),
+        "--resume",
+    ]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from warpgrad.engine import PLOT_FILE, RESULTS_FILE, TrainingInterrupted, default_out_dir, format_table, run
+    from warpgrad.engine.loop import resolve_experiment, resolve_methods
+
+    experiment = resolve_experiment(args.experiment)
+    experiment.profile(args.profile)
+    methods = resolve_methods(experiment, args.method)
+    out_dir = args.out if args.out is not None else default_out_dir(experiment.name, args.profile)
+    resume = _resume_command(args, methods, out_dir)
+    try:
+        results = run(
+            experiment,
+            methods,
+            args.profile,
+            args.seed,
+            out_dir,
+            resume=args.resume,
+            stop_after=args.stop_after,
+            progress=not args.no_progress,
+        )
+    except TrainingInterrupted as stop:
+        print(
+            f"warpgrad: interrupted {stop.method} after meta-step {stop.step} of {stop.total} "
+            f"(checkpoint saved); resume with: {resume}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"warpgrad: aborted; resume from the last saved checkpoints with: {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if results is None:
+        print(f"stopped after {args.stop_after} meta-steps as asked; resume with: {resume}")
+        return EXIT_OK
+    print(format_table(results))
+    print(f"\nresults: {out_dir / RESULTS_FILE}")
+    print(f"learning curves: {out_dir / PLOT_FILE}")
+    print(f"per-method metrics.csv and checkpoint.pt: {out_dir}/METHOD/")
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace) -> int:
+    from warpgrad.experiments import EXPERIMENTS
+
+    lines = ["experiments:"]
+    for experiment in EXPERIMENTS.values():
+        lines.append(f"  {experiment.name}: {experiment.description}")
+        width = max(map(len, [*experiment.methods, *experiment.profiles]))
+        lines.append("    methods:")
+        for name, spec in experiment.methods.items():
+            lines.append(f"      {name.ljust(width)}  {spec.description}")
+        lines.append("    profiles:")
+        for name, profile in experiment.profiles.items():
+            lines.append(f"      {name.ljust(width)}  {profile.description}")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from warpgrad.engine import RESULTS_FILE, format_table, load_results
+
+    path = args.out / RESULTS_FILE
+    results = load_results(path)
+    if results is None:
+        raise ValueError(f"no results in {args.out}: {path} does not exist")
+    print(format_table(results))
+    return EXIT_OK
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    one_line = " ".join(str(message).split())
+    print(f"warpgrad: error: {one_line}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as error:
+        return _fail(str(error))
+    except SystemExit as done:  # --help, --version
+        return done.code if isinstance(done.code, int) else EXIT_OK
+    debug = os.environ.get("WARPGRAD_DEBUG", "") not in ("", "0")
+    try:
+        return args.handler(args)
+    except (ValueError, TypeError) as error:
+        if debug:
+            raise
+        return _fail(str(error))
+    except OSError as error:
+        if debug:
+            raise
+        return _fail(str(error), EXIT_FAILURE)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

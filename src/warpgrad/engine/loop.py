@@ -1,0 +1,468 @@
+"""The meta-training loop: any meta-learner on any task family, resumable bit for bit.
+
+Randomness comes only from explicit generators derived from the run's ``seed``:
+
+* training tasks: ``torch.Generator().manual_seed(seed)``;
+* the generator passed to ``meta_step``: ``manual_seed(seed + 1)``;
+* validation tasks, drawn once: ``manual_seed(1_000_000 + seed)``;
+* final test tasks: ``manual_seed(2_000_000 + seed)`` (every method of a run sees the same ones);
+* every call of ``evaluate``: a fresh ``manual_seed(3_000_000 + seed)``, so evaluating never
+  perturbs training.
+
+A checkpoint holds the step, the learner's ``state_dict()``, both training generators' states,
+the global torch RNG state, the validation history and the run's config; restoring it continues
+the run exactly as if it had never stopped (on CPU, bit for bit).
+
+Example:
+    >>> entry = train("sine", "baseline", "smoke", seed=0, out_dir=Path("runs/demo"))
+    >>> entry["metric"], entry["n_tasks"]
+    ('mse', 8)
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from tqdm import tqdm
+
+from warpgrad.engine.checkpoint import check_config, load_checkpoint, save_checkpoint
+from warpgrad.engine.plots import plot_learning_curves
+from warpgrad.engine.results import (
+    RESULTS_FILE,
+    check_compatible,
+    load_results,
+    mean_ci95,
+    merge_results,
+    write_metrics_csv,
+    write_results,
+)
+from warpgrad.experiments import Experiment, Profile, build_method, get_experiment
+from warpgrad.methods.base import MetaLearner
+from warpgrad.tasks.base import Task, TaskFamily, sample_tasks
+
+TASK_SEED_OFFSET = 0
+STEP_SEED_OFFSET = 1
+VAL_SEED_OFFSET = 1_000_000
+TEST_SEED_OFFSET = 2_000_000
+EVAL_SEED_OFFSET = 3_000_000
+MAX_SEED = 2**32 - 1
+
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.csv"
+PLOT_FILE = "learning_curves.png"
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised when Ctrl-C stopped training after a checkpoint of the last completed step."""
+
+    def __init__(self, method: str, step: int, total: int, checkpoint: Path):
+        self.method = method
+        self.step = step
+        self.total = total
+        self.checkpoint = checkpoint
+        super().__init__(f"interrupted {method} after meta-step {step} of {total}; checkpoint saved to {checkpoint}")
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def resolve_experiment(experiment: str | Experiment) -> Experiment:
+    """An :class:`Experiment` from its name (or the experiment itself)."""
+    if isinstance(experiment, Experiment):
+        return experiment
+    return get_experiment(experiment)
+
+
+def resolve_methods(experiment: Experiment, methods: str | Iterable[str] | None = None) -> list[str]:
+    """Method names, validated: ``None`` or ``"all"`` means all; a string may be comma-separated.
+
+    Raises:
+        ValueError: naming an unknown method and the allowed ones.
+    """
+    if methods is None:
+        return list(experiment.methods)
+    if isinstance(methods, str):
+        methods = methods.split(",")
+    names: list[str] = []
+    for name in (m.strip() for m in methods):
+        if name == "all":
+            candidates = list(experiment.methods)
+        elif name == "":
+            raise ValueError(f"empty method name for {experiment.name}; allowed: {', '.join(experiment.methods)}, all")
+        else:
+            experiment.method(name)  # raises ValueError naming the allowed methods
+            candidates = [name]
+        names.extend(c for c in candidates if c not in names)
+    if not names:
+        raise ValueError(f"no method given for {experiment.name}; allowed: {', '.join(experiment.methods)}, all")
+    return names
+
+
+def check_seed(seed: int) -> None:
+    """Raise ValueError unless ``seed`` is an integer in ``[0, 2**32 - 1]``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+
+
+def _check_stop_after(stop_after: int | None) -> None:
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+        raise ValueError(f"stop_after must be a positive integer or None, got {stop_after!r}")
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def checkpoint_path(out_dir: str | Path, method: str) -> Path:
+    """Where ``method``'s checkpoint lives in a run's output directory."""
+    return Path(out_dir) / method / CHECKPOINT_FILE
+
+
+def _config(experiment: Experiment, method: str, profile: Profile, seed: int) -> dict[str, Any]:
+    return {"experiment": experiment.name, "method": method, "profile": profile.name, "seed": seed}
+
+
+def load_run_checkpoint(
+    experiment: Experiment, method: str, profile: Profile, seed: int, out_dir: str | Path
+) -> dict[str, Any]:
+    """Load ``method``'s checkpoint and check that it belongs to this run.
+
+    Raises:
+        ValueError: naming the file if it is missing or unreadable, or the mismatching field.
+    """
+    path = checkpoint_path(out_dir, method)
+    checkpoint = load_checkpoint(path)
+    check_config(checkpoint, _config(experiment, method, profile, seed), path)
+    step = checkpoint["step"]
+    if not isinstance(step, int) or not 0 <= step <= profile.meta_steps:
+        raise ValueError(f"checkpoint {path} is at step {step!r}, outside 0..{profile.meta_steps}")
+    return checkpoint
+
+
+# ------------------------------------------------------------------------------ training state
+
+
+@dataclass
+class _Run:
+    """Everything one method's training needs; its mutable part is what a checkpoint holds."""
+
+    experiment: Experiment
+    method: str
+    profile: Profile
+    seed: int
+    learner: MetaLearner
+    family: TaskFamily
+    val_tasks: list[Task]
+    task_generator: torch.Generator
+    step_generator: torch.Generator
+    step: int = 0
+    elapsed_s: float = 0.0
+    history: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def start(cls, experiment: Experiment, method: str, profile: Profile, seed: int) -> _Run:
+        learner = build_method(experiment, method, profile, seed)  # seeds the global RNG
+        family = experiment.make_family(profile)
+        val_tasks = sample_tasks(family, profile.val_tasks, _generator(VAL_SEED_OFFSET + seed))
+        return cls(
+            experiment,
+            method,
+            profile,
+            seed,
+            learner,
+            family,
+            val_tasks,
+            _generator(TASK_SEED_OFFSET + seed),
+            _generator(STEP_SEED_OFFSET + seed),
+            history=[],
+        )
+
+    @property
+    def metric(self) -> str:
+        return self.family.metric_name
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "learner": self.learner.state_dict(),
+            "generators": {
+                "tasks": self.task_generator.get_state(),
+                "meta_step": self.step_generator.get_state(),
+            },
+            "torch_rng": torch.get_rng_state(),
+            "elapsed_s": self.elapsed_s,
+            "history": [dict(row) for row in self.history],
+            "config": _config(self.experiment, self.method, self.profile, self.seed),
+        }
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.learner.load_state_dict(checkpoint["learner"])
+        self.task_generator.set_state(checkpoint["generators"]["tasks"])
+        self.step_generator.set_state(checkpoint["generators"]["meta_step"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        self.step = int(checkpoint["step"])
+        self.elapsed_s = float(checkpoint["elapsed_s"])
+        self.history = [dict(row) for row in checkpoint["history"]]
+
+    def validation_row(self, step: int, elapsed_s: float, train_metrics: dict[str, float]) -> dict[str, Any]:
+        out = self.learner.evaluate(self.val_tasks, _generator(EVAL_SEED_OFFSET + self.seed))
+        row: dict[str, Any] = {
+            "step": step,
+            "time_s": round(elapsed_s, 3),
+            f"val_{self.metric}": float(out[self.metric].double().mean()),
+            "val_loss": float(out["loss"].double().mean()),
+        }
+        for key, value in train_metrics.items():
+            row[key if key not in row else f"meta_{key}"] = float(value)
+        return row
+
+
+def initialize_checkpoint(
+    experiment: str | Experiment, method: str, profile: str, seed: int, out_dir: str | Path
+) -> Path:
+    """Write ``method``'s step-0 checkpoint (a freshly built learner) and return its path.
+
+    Resuming from it is identical to starting afresh, so a run can always be resumed.
+    """
+    exp = resolve_experiment(experiment)
+    state = _Run.start(exp, method, exp.profile(profile), seed)
+    path = checkpoint_path(out_dir, method)
+    save_checkpoint(path, state.checkpoint())
+    return path
+
+
+class _DeferredInterrupt:
+    """Turns the first Ctrl-C into a request to stop after the current meta-step.
+
+    A second Ctrl-C raises KeyboardInterrupt at once. Only active in the main thread.
+    """
+
+    def __init__(self, bar: Any):
+        self.requested = False
+        self._bar = bar
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self._bar.write(
+            "warpgrad: finishing this meta-step, then saving a checkpoint (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# ------------------------------------------------------------------------------ train
+
+
+def train(
+    experiment: str | Experiment,
+    method: str,
+    profile: str = "quick",
+    seed: int = 0,
+    out_dir: str | Path = "runs",
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Meta-train one method, evaluate it on held-out tasks, and return its results entry.
+
+    Writes ``out_dir/METHOD/metrics.csv`` (one row per validation) and
+    ``out_dir/METHOD/checkpoint.pt`` (every ``profile.checkpoint_every`` steps and at the end).
+
+    Args:
+        experiment: an experiment name (see ``warpgrad list``) or an :class:`Experiment`.
+        method: one of the experiment's methods.
+        profile: ``smoke``, ``quick`` or ``paper``.
+        seed: the run's seed; every generator is derived from it.
+        out_dir: the run's output directory.
+        resume: continue from ``out_dir/METHOD/checkpoint.pt``.
+        stop_after: stop after this many meta-steps in this call, having saved a checkpoint.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        ``{"metric", "lower_is_better", "mean", "ci95", "n_tasks", "steps", "loss_mean",
+        "loss_ci95", "wall_time_s", "test_time_s", "per_task", "history"}``, or ``None`` if
+        ``stop_after`` stopped training before its last step.
+
+    Raises:
+        ValueError: unknown names, a bad seed, or (on resume) a missing checkpoint or one
+            written with another experiment, method, profile or seed.
+        TrainingInterrupted: on Ctrl-C, after saving a checkpoint of the last completed step.
+    """
+    exp = resolve_experiment(experiment)
+    prof = exp.profile(profile)
+    exp.method(method)
+    check_seed(seed)
+    _check_stop_after(stop_after)
+    out_dir = Path(out_dir)
+    directory = out_dir / method
+    ckpt_path = directory / CHECKPOINT_FILE
+    csv_path = directory / METRICS_FILE
+    checkpoint = load_run_checkpoint(exp, method, prof, seed, out_dir) if resume else None
+
+    run = _Run.start(exp, method, prof, seed)
+    if checkpoint is not None:
+        run.restore(checkpoint)
+        del checkpoint
+    else:
+        save_checkpoint(ckpt_path, run.checkpoint())
+    metric_key = f"val_{run.metric}"
+    clock = time.perf_counter()
+    resumed_elapsed = run.elapsed_s
+
+    def elapsed() -> float:
+        return resumed_elapsed + time.perf_counter() - clock
+
+    def save() -> None:
+        run.elapsed_s = elapsed()
+        save_checkpoint(ckpt_path, run.checkpoint())
+
+    bar = tqdm(
+        total=prof.meta_steps,
+        initial=run.step,
+        desc=f"{exp.name}/{method}",
+        unit="step",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    try:
+        with _DeferredInterrupt(bar) as interrupt:
+            if run.step == 0 and not run.history:
+                run.history.append(run.validation_row(0, elapsed(), {}))
+            write_metrics_csv(csv_path, run.history)  # on resume: rewritten from the checkpoint
+            if run.history:
+                bar.set_postfix({metric_key: f"{run.history[-1][metric_key]:.4g}"})
+            if interrupt.requested:
+                save()
+                raise TrainingInterrupted(method, run.step, prof.meta_steps, ckpt_path)
+            start = run.step
+            while run.step < prof.meta_steps:
+                tasks = sample_tasks(run.family, prof.meta_batch, run.task_generator)
+                train_metrics = run.learner.meta_step(tasks, run.step_generator)
+                run.step += 1
+                bar.update(1)
+                last = run.step == prof.meta_steps
+                if run.step % prof.eval_every == 0 or last:
+                    run.history.append(run.validation_row(run.step, elapsed(), train_metrics))
+                    write_metrics_csv(csv_path, run.history)
+                    bar.set_postfix({metric_key: f"{run.history[-1][metric_key]:.4g}"})
+                stop = stop_after is not None and run.step - start >= stop_after
+                if run.step % prof.checkpoint_every == 0 or last or stop or interrupt.requested:
+                    save()
+                if interrupt.requested:
+                    raise TrainingInterrupted(method, run.step, prof.meta_steps, ckpt_path)
+                if stop and not last:
+                    return None
+    finally:
+        bar.close()
+
+    test_tasks = sample_tasks(run.family, prof.test_tasks, _generator(TEST_SEED_OFFSET + seed))
+    test_start = time.perf_counter()
+    out = run.learner.evaluate(test_tasks, _generator(EVAL_SEED_OFFSET + seed))
+    test_time = time.perf_counter() - test_start
+    values = out[run.metric].detach().double().cpu()
+    mean, ci95 = mean_ci95(values)
+    loss_mean, loss_ci95 = mean_ci95(out["loss"].detach())
+    return {
+        "metric": run.metric,
+        "lower_is_better": bool(run.family.lower_is_better),
+        "mean": mean,
+        "ci95": ci95,
+        "n_tasks": int(values.numel()),
+        "steps": run.step,
+        "loss_mean": loss_mean,
+        "loss_ci95": loss_ci95,
+        "wall_time_s": round(run.elapsed_s, 3),
+        "test_time_s": round(test_time, 3),
+        "per_task": values.tolist(),
+        "history": run.history,
+    }
+
+
+# ------------------------------------------------------------------------------ run
+
+
+def default_out_dir(experiment: str, profile: str) -> Path:
+    """``runs/EXPERIMENT-PROFILE``."""
+    return Path("runs") / f"{experiment}-{profile}"
+
+
+def run(
+    experiment: str | Experiment,
+    methods: str | Iterable[str] | None = None,
+    profile: str = "quick",
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Train and evaluate several methods; write ``results.json`` and ``learning_curves.png``.
+
+    Every argument (names, seed, existing results, checkpoints to resume) is checked before
+    anything is trained. Each method's entry is merged into ``out_dir/results.json`` as soon
+    as it finishes, so an interrupted run keeps the methods it completed. A fresh run first
+    writes a step-0 checkpoint for every method, so any stop can be resumed with ``resume=True``.
+
+    Args:
+        methods: method names (a list or a comma-separated string); ``None`` or ``"all"``: all.
+        out_dir: defaults to ``runs/EXPERIMENT-PROFILE``.
+        Others: as for :func:`train`.
+
+    Returns:
+        The merged results (what ``results.json`` now holds), or ``None`` if ``stop_after``
+        stopped training before every method finished.
+
+    Raises:
+        ValueError: as for :func:`train`, or if ``out_dir/results.json`` holds results for
+            another experiment, profile or seed.
+        TrainingInterrupted: on Ctrl-C, after saving a checkpoint.
+    """
+    exp = resolve_experiment(experiment)
+    prof = exp.profile(profile)
+    names = resolve_methods(exp, methods)
+    check_seed(seed)
+    _check_stop_after(stop_after)
+    out_dir = default_out_dir(exp.name, prof.name) if out_dir is None else Path(out_dir)
+    results_path = out_dir / RESULTS_FILE
+    run_info = {"experiment": exp.name, "profile": prof.name, "seed": seed}
+    if resume:
+        for name in names:
+            load_run_checkpoint(exp, name, prof, seed, out_dir)
+    results = load_results(results_path)
+    check_compatible(results, run_info, results_path)
+    if not resume:
+        for name in names:
+            initialize_checkpoint(exp, name, prof.name, seed, out_dir)
+
+    for name in names:
+        entry = train(exp, name, prof.name, seed, out_dir, resume=True, stop_after=stop_after, progress=progress)
+        if entry is None:
+            return None
+        run_info.update(metric=entry["metric"], lower_is_better=entry["lower_is_better"])
+        results = merge_results(results, run_info, {name: entry})
+        write_results(results_path, results)
+        plot_learning_curves(results, out_dir / PLOT_FILE)
+    return results

@@ -1,0 +1,205 @@
+"""Run results: summary statistics, ``results.json``, ``metrics.csv`` and the comparison table.
+
+``results.json`` describes one experiment at one profile and seed::
+
+    {"experiment": "sine", "profile": "quick", "seed": 0, "metric": "mse",
+     "lower_is_better": true,
+     "methods": {"baseline": {"metric": "mse", "mean": ..., "ci95": ..., "n_tasks": 200,
+                              "steps": 300, ...}, ...}}
+
+Runs that cover some of the methods merge their entries into an existing file for the same
+experiment, profile and seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from warpgrad.engine.checkpoint import atomic_write_text
+
+RESULTS_FILE = "results.json"
+RUN_FIELDS = ("experiment", "profile", "seed")
+
+
+def mean_ci95(values: Sequence[float] | torch.Tensor) -> tuple[float, float | None]:
+    """Mean and half-width of the normal 95% interval: ``1.96 * std(ddof=1) / sqrt(n)``.
+
+    The half-width is ``None`` for fewer than two values.
+
+    Example:
+        >>> mean_ci95([1.0, 2.0, 3.0])
+        (2.0, 1.1316...)
+    """
+    x = torch.as_tensor(values, dtype=torch.float64).flatten()
+    n = x.numel()
+    if n == 0:
+        raise ValueError("mean_ci95 needs at least one value")
+    mean = float(x.mean())
+    if n < 2:
+        return mean, None
+    return mean, float(1.96 * x.std(correction=1) / math.sqrt(n))
+
+
+# ------------------------------------------------------------------------------ results.json
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The results in ``path``, or None if there is no such file.
+
+    Raises:
+        ValueError: naming the file, if it exists but is not a results file.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    if not isinstance(results, dict) or not isinstance(results.get("methods"), dict):
+        raise ValueError(f"{path} is not a warpgrad results file (no 'methods')")
+    return results
+
+
+def check_compatible(results: dict[str, Any] | None, run: dict[str, Any], path: str | os.PathLike) -> None:
+    """Raise ValueError if ``results`` belong to another experiment, profile or seed than ``run``."""
+    if results is None:
+        return
+    for name in RUN_FIELDS:
+        if results.get(name) != run[name]:
+            raise ValueError(
+                f"{path} holds results for {name}={results.get(name)!r}, not {name}={run[name]!r}; use another --out"
+            )
+
+
+def merge_results(
+    existing: dict[str, Any] | None, run: dict[str, Any], entries: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """``existing`` results (or a new file for ``run``) with ``entries`` added or replaced."""
+    results = dict(existing) if existing is not None else {name: run[name] for name in RUN_FIELDS}
+    for name in RUN_FIELDS:
+        results[name] = run[name]
+    for key in ("metric", "lower_is_better"):
+        if key in run:
+            results[key] = run[key]
+    methods = dict(results.get("methods", {}))
+    methods.update(entries)
+    results["methods"] = methods
+    return results
+
+
+def write_results(path: str | os.PathLike, results: dict[str, Any]) -> None:
+    """Write ``results`` as indented JSON, atomically. Non-finite floats become ``null``."""
+    atomic_write_text(path, json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------------ metrics.csv
+
+
+def history_columns(history: Iterable[dict[str, Any]]) -> list[str]:
+    """Column names: the union of the rows' keys in order of first appearance."""
+    columns: dict[str, None] = {}
+    for row in history:
+        for key in row:
+            columns.setdefault(key, None)
+    return list(columns)
+
+
+def write_metrics_csv(path: str | os.PathLike, history: Sequence[dict[str, Any]]) -> None:
+    """Write the history rows as CSV (atomically); cells a row lacks are left empty."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=history_columns(history), restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a metrics CSV back: integers and floats parsed, empty cells dropped."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for raw in csv.DictReader(f):
+            rows.append({k: _parse(v) for k, v in raw.items() if v != ""})
+    return rows
+
+
+def _parse(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+# ------------------------------------------------------------------------------ table
+
+
+def _format_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _format_value(mean: float | None, ci95: float | None) -> str:
+    if mean is None:
+        return "-"
+    if ci95 is None:
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {ci95:.2g}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A plain-text comparison table: method, metric mean ± 95% CI, tasks, steps, time."""
+    methods = results.get("methods", {})
+    metric = results.get("metric") or next((e.get("metric") for e in methods.values()), "metric")
+    direction = {True: " (lower is better)", False: " (higher is better)"}.get(results.get("lower_is_better"), "")
+    header = ["method", f"{metric} (mean ± 95% CI)", "tasks", "steps", "time"]
+    rows = [
+        [
+            name,
+            _format_value(entry.get("mean"), entry.get("ci95")),
+            str(entry.get("n_tasks", "-")),
+            str(entry.get("steps", "-")),
+            _format_time(entry.get("wall_time_s")),
+        ]
+        for name, entry in methods.items()
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        return "  ".join([first, *rest])
+
+    title = (
+        f"{results.get('experiment')} ({results.get('profile')} profile, seed {results.get('seed')}): "
+        f"test {metric}{direction}"
+    )
+    rule = "-" * len(line(header))
+    return "\n".join([title, line(header), rule, *(line(r) for r in rows)])

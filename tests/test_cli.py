@@ -1,0 +1,118 @@
+"""CLI: `warpgrad list`, `warpgrad run`, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from warpgrad.cli import main
+from warpgrad.experiments import get_experiment
+
+
+def _stderr_lines(capsys) -> tuple[str, list[str]]:
+    captured = capsys.readouterr()
+    return captured.out, [line for line in captured.err.splitlines() if line.strip()]
+
+
+def test_list_shows_experiments_methods_and_profiles(capsys):
+    assert main(["list"]) == 0
+    out, err = _stderr_lines(capsys)
+    assert err == []
+    sine = get_experiment("sine")
+    assert f"sine: {sine.description}" in out
+    for name, spec in sine.methods.items():
+        assert any(line.split()[:1] == [name] and spec.description in line for line in out.splitlines())
+    for name in ("smoke", "quick", "paper"):
+        assert any(line.split()[:1] == [name] and sine.profile(name).description in line for line in out.splitlines())
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["run", "nosuch"], "unknown experiment 'nosuch'; allowed: sine"),
+        (["run", "sine", "--method", "foo"], "unknown method 'foo' for sine; allowed: baseline, warpgrad"),
+        (["run", "sine", "--method", "baseline,foo"], "unknown method 'foo'"),
+        (["run", "sine", "--profile", "huge"], "unknown profile 'huge' for sine; allowed: smoke, quick, paper"),
+        (["run", "sine", "--seed", "-1"], "seed must be an integer from 0"),
+        (["run", "sine", "--seed", "x"], "invalid int value: 'x'"),
+        (["run", "sine", "--bogus"], "unrecognized arguments: --bogus"),
+        (["run"], "required: experiment"),
+        ([], "required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["run", "sine", "--profile", "smoke", "--stop-after", "0"], "stop_after must be a positive integer"),
+    ],
+)
+def test_bad_input_is_one_line_with_exit_code_2(capsys, tmp_path, argv, expected):
+    if argv[:1] == ["run"] and len(argv) > 1:
+        argv = [*argv, "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 2
+    out, err = _stderr_lines(capsys)
+    assert len(err) == 1, err
+    assert err[0].startswith("warpgrad: error: ") and expected in err[0]
+    assert "Traceback" not in out + err[0]
+    assert not (tmp_path / "out").exists()  # validated before anything was written
+
+
+def test_resume_without_checkpoint_is_one_line(capsys, tmp_path):
+    assert main(["run", "sine", "--method", "baseline", "--profile", "smoke", "--out", str(tmp_path), "--resume"]) == 2
+    _, err = _stderr_lines(capsys)
+    assert len(err) == 1 and str(tmp_path / "baseline" / "checkpoint.pt") in err[0]
+
+
+def test_run_stop_resume_and_mismatch(capsys, tmp_path):
+    base = ["run", "sine", "--method", "baseline", "--profile", "smoke", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "full")]) == 0
+    out, err = _stderr_lines(capsys)
+    assert err == []
+    assert "baseline" in out and "mse (mean ± 95% CI)" in out and str(tmp_path / "full" / "results.json") in out
+    full = json.loads((tmp_path / "full" / "results.json").read_text())
+
+    assert main([*base, "--out", str(tmp_path / "b"), "--stop-after", "1"]) == 0
+    out, _ = _stderr_lines(capsys)
+    assert "--resume" in out and not (tmp_path / "b" / "results.json").exists()
+
+    assert main([*base, "--out", str(tmp_path / "b"), "--seed", "1", "--resume"]) == 2
+    _, err = _stderr_lines(capsys)
+    assert len(err) == 1 and "seed=0" in err[0] and "seed=1" in err[0]
+
+    assert main([*base, "--out", str(tmp_path / "b"), "--resume"]) == 0
+    resumed = json.loads((tmp_path / "b" / "results.json").read_text())
+    for key in ("mean", "ci95", "n_tasks", "steps", "per_task"):
+        assert resumed["methods"]["baseline"][key] == full["methods"]["baseline"][key]
+
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "b")]) == 0
+    assert "baseline" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    _, err = _stderr_lines(capsys)
+    assert len(err) == 1 and "results.json" in err[0]
+
+
+def _python_m(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "WARPGRAD_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "warpgrad", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
+
+
+def test_subprocess_errors_are_one_line(tmp_path):
+    for args, expected in [
+        (("run", "nosuch"), "warpgrad: error: unknown experiment 'nosuch'; allowed: sine"),
+        (("run", "sine", "--resume", "--out", str(tmp_path)), "warpgrad: error: no checkpoint to resume from"),
+    ]:
+        done = _python_m(*args, cwd=tmp_path)
+        assert done.returncode == 2
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(expected), done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_subprocess_list(tmp_path):
+    done = _python_m("list", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    for word in ("sine", "baseline", "warpgrad", "smoke", "quick", "paper"):
+        assert word in done.stdout
