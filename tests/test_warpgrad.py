@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import warpgrad.methods.warpgrad as warpgrad_module
 from warpgrad import MLP, adam, momentum, partition, sgd
 from warpgrad.methods.warpgrad import ReservoirBuffer, TrajectoryPoint, WarpGrad, warp_objective
 
@@ -247,26 +246,22 @@ def test_warp_parameters_are_frozen_and_task_parameters_restart_from_theta0():
 
 
 def test_every_task_trajectory_in_a_meta_step_starts_at_theta0(monkeypatch):
-    learner = make_learner(inner_steps=3)
+    learner = make_learner(inner_steps=3, buffer_size=100)
     theta0, _ = partition(learner.model)
     start = {k: v.detach().clone() for k, v in theta0.items()}
-    first_points = []
-    real_inner_loop = warpgrad_module.inner_loop
+    first_points = {}
+    real_add = ReservoirBuffer.add
 
-    def spy(model, opt, theta0, phi, task, steps, generator, on_step):
-        def record(k, theta, state, loss, grad):
-            if k == 0:
-                first_points.append({n: v.clone() for n, v in theta.items()})
-            on_step(k, theta, state, loss, grad)
+    def spy(self, item, generator):
+        first_points.setdefault(item.task, {n: v.clone() for n, v in item.theta.items()})
+        real_add(self, item, generator)
 
-        return real_inner_loop(model, opt, theta0, phi, task, steps, generator, record)
-
-    monkeypatch.setattr(warpgrad_module, "inner_loop", spy)
+    monkeypatch.setattr(ReservoirBuffer, "add", spy)
     learner.meta_step([FixedTask(0), FixedTask(1), FixedTask(2)], torch.Generator().manual_seed(0))
-    assert len(first_points) == 3
-    for p in first_points:
-        for k in start:
-            assert torch.equal(p[k], start[k])
+    assert sorted(first_points) == [0, 1, 2]
+    for p in first_points.values():
+        for k, v in start.items():
+            assert torch.equal(p[k], v)
 
 
 @pytest.mark.parametrize(

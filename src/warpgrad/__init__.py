@@ -15,6 +15,12 @@ from warpgrad.functional import (
 )
 from warpgrad.layers import MLP, Conv4, Warp, conv_warp, linear_warp
 from warpgrad.methods.base import MetaLearner, NoMetaLearning
+from warpgrad.methods.finetune import FineTune
+from warpgrad.methods.leap import Leap
+from warpgrad.methods.maml import MAML, MetaSGD
+from warpgrad.methods.reptile import Reptile
+from warpgrad.methods.tnets import TNets
+from warpgrad.methods.warpgrad import WarpGrad
 
 __version__ = "0.1.0"
 
@@ -33,4 +39,11 @@ __all__ = [
     "linear_warp",
     "MetaLearner",
     "NoMetaLearning",
+    "WarpGrad",
+    "MAML",
+    "MetaSGD",
+    "Reptile",
+    "Leap",
+    "TNets",
+    "FineTune",
 ]

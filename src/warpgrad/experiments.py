@@ -12,10 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from warpgrad.functional import make_inner_optimizer
 from warpgrad.layers import MLP
 from warpgrad.methods.base import MetaLearner, NoMetaLearning
+from warpgrad.methods.finetune import FineTune
+from warpgrad.methods.leap import Leap
+from warpgrad.methods.maml import MAML, MetaSGD
+from warpgrad.methods.reptile import Reptile
+from warpgrad.methods.tnets import TNets
+from warpgrad.methods.warpgrad import WarpGrad
 from warpgrad.tasks.base import TaskFamily
 from warpgrad.tasks.sine import SineFamily
 
@@ -65,24 +72,63 @@ class Experiment:
 # --------------------------------------------------------------------------------------- sine
 
 
-def _sine_model(options: dict[str, Any]) -> MLP:
-    return MLP(1, options["hidden"], 1, warp=options["warp"])
-
-
 def _sine_inner(options: dict[str, Any]):
     return make_inner_optimizer(options["inner_optimizer"], lr=options["inner_lr"])
 
 
-def _sine_baseline(profile: Profile) -> MetaLearner:
-    o = profile.options
-    return NoMetaLearning(_sine_model(o), _sine_inner(o), o["inner_steps"])
+Builder = Callable[[Profile], MetaLearner]
 
 
-def _sine_warpgrad(profile: Profile) -> MetaLearner:
-    from warpgrad.methods.warpgrad import WarpGrad
+def _sine_method(make: Callable[[nn.Module, dict[str, Any]], MetaLearner], warps: bool) -> Builder:
+    """A builder: the sine MLP (with warp layers when ``warps``) handed to ``make``."""
 
-    o = profile.options
-    return WarpGrad(_sine_model(o), _sine_inner(o), o["inner_steps"], **o["warpgrad"])
+    def build(profile: Profile) -> MetaLearner:
+        o = profile.options
+        return make(MLP(1, o["hidden"], 1, warp=o["warp"] if warps else None), o)
+
+    return build
+
+
+SINE_METHODS = {
+    "baseline": MethodSpec(
+        "no meta-learning: the WarpGrad network (identity warps) adapted from its random init",
+        _sine_method(lambda m, o: NoMetaLearning(m, _sine_inner(o), o["inner_steps"]), warps=True),
+    ),
+    "warpgrad": MethodSpec(
+        "WarpGrad: meta-learned warp layers + Warp-MAML initialisation",
+        _sine_method(lambda m, o: WarpGrad(m, _sine_inner(o), o["inner_steps"], **o["warpgrad"]), warps=True),
+    ),
+    "maml": MethodSpec(
+        "MAML: second-order meta-gradient through the inner loop",
+        _sine_method(lambda m, o: MAML(m, _sine_inner(o), o["inner_steps"], **o["maml"]), warps=False),
+    ),
+    "fomaml": MethodSpec(
+        "first-order MAML",
+        _sine_method(
+            lambda m, o: MAML(m, _sine_inner(o), o["inner_steps"], first_order=True, **o["maml"]), warps=False
+        ),
+    ),
+    "metasgd": MethodSpec(
+        "Meta-SGD: MAML with a learned learning rate per parameter",
+        _sine_method(lambda m, o: MetaSGD(m, o["inner_steps"], inner_lr=o["inner_lr"], **o["maml"]), warps=False),
+    ),
+    "reptile": MethodSpec(
+        "Reptile: move θ₀ towards the adapted parameters",
+        _sine_method(lambda m, o: Reptile(m, _sine_inner(o), o["inner_steps"], **o["reptile"]), warps=False),
+    ),
+    "leap": MethodSpec(
+        "Leap: shorten the task training paths",
+        _sine_method(lambda m, o: Leap(m, _sine_inner(o), o["inner_steps"], **o["leap"]), warps=False),
+    ),
+    "tnets": MethodSpec(
+        "T-Nets: linear warp layers and θ₀ learned by second-order MAML",
+        _sine_method(lambda m, o: TNets(m, _sine_inner(o), o["inner_steps"], **o["maml"]), warps=True),
+    ),
+    "finetune": MethodSpec(
+        "fine-tuning: joint pre-training on the meta-training tasks, then adaptation",
+        _sine_method(lambda m, o: FineTune(m, _sine_inner(o), o["inner_steps"], **o["finetune"]), warps=False),
+    ),
+}
 
 
 _SINE_OPTIONS: dict[str, Any] = {
@@ -102,6 +148,10 @@ _SINE_OPTIONS: dict[str, Any] = {
         "init_lr": 1e-3,
         "meta_loss_data": "train",
     },
+    "maml": {"meta_optimizer": "adam", "meta_lr": 1e-3},
+    "reptile": {"meta_optimizer": "adam", "meta_lr": 1e-3},
+    "leap": {"meta_optimizer": "adam", "meta_lr": 1e-3},
+    "finetune": {"meta_optimizer": "adam", "meta_lr": 1e-3},
 }
 
 
@@ -132,10 +182,7 @@ SINE = Experiment(
         ),
     },
     make_family=lambda p: SineFamily(shots=p.options["shots"], test_points=p.options["test_points"]),
-    methods={
-        "baseline": MethodSpec("no meta-learning: same network and inner loop from a random init", _sine_baseline),
-        "warpgrad": MethodSpec("WarpGrad: meta-learned warp layers (+ Warp-MAML initialisation)", _sine_warpgrad),
-    },
+    methods=SINE_METHODS,
 )
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (SINE,)}

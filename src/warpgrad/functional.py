@@ -52,6 +52,7 @@ __all__ = [
     "sgd",
     "momentum",
     "adam",
+    "per_parameter_sgd",
     "make_inner_optimizer",
     "INNER_OPTIMIZERS",
 ]
@@ -205,6 +206,25 @@ def adam(
     return InnerOptimizer(
         "adam", {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "eps_root": eps_root}, init, update
     )
+
+
+def per_parameter_sgd(lrs: Params) -> InnerOptimizer:
+    """Gradient descent with a learning-rate tensor per parameter: θ ← θ − lr ⊙ g (Meta-SGD).
+
+    ``lrs`` maps each task-parameter name to a tensor of its shape; when they require grad,
+    meta-gradients flow into them through the step.
+    """
+
+    def init(params: Params) -> State:
+        missing = params.keys() - lrs.keys()
+        if missing:
+            raise ValueError(f"per_parameter_sgd has no learning rate for {sorted(missing)}")
+        return {}
+
+    def update(grads: Params, state: State, params: Params) -> tuple[Params, State]:
+        return {k: params[k] - lrs[k] * grads[k] for k in params}, {}
+
+    return InnerOptimizer("per_parameter_sgd", {}, init, update)
 
 
 INNER_OPTIMIZERS: dict[str, Callable[..., InnerOptimizer]] = {"sgd": sgd, "momentum": momentum, "adam": adam}

@@ -31,6 +31,8 @@ from warpgrad.functional import (
 )
 from warpgrad.tasks.base import Task
 
+META_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+
 StepCallback = Callable[[int, Params, State, Tensor, Params], None]
 
 
@@ -61,6 +63,23 @@ def inner_loop(
         with torch.no_grad():
             theta, state = inner_optimizer.update(grads, state, theta)
     return theta, state
+
+
+def make_meta_optimizer(name: str, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
+    """A ``torch.optim`` meta-optimiser by name (``sgd`` or ``adam``)."""
+    if name not in META_OPTIMIZERS:
+        raise ValueError(f"unknown meta_optimizer {name!r}; allowed: {', '.join(META_OPTIMIZERS)}")
+    if not params:
+        raise ValueError("the meta-optimiser has no parameters to learn")
+    return META_OPTIMIZERS[name](params, lr=lr)
+
+
+def apply_gradients(optimizer: torch.optim.Optimizer, params: list[Tensor], grads: list[Tensor]) -> None:
+    """Set ``.grad`` of ``params`` to ``grads`` and take one step of ``optimizer``."""
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.detach().clone()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 class MetaLearner:

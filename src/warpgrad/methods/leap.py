@@ -26,9 +26,11 @@ References:
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from warpgrad.functional import Params
+from warpgrad.functional import InnerOptimizer, Params, State, combine, functional_apply
+from warpgrad.methods.base import MetaLearner, StepCallback, apply_gradients, inner_loop, make_meta_optimizer
+from warpgrad.tasks.base import Task
 
 
 def leap_segment_gradient(
@@ -84,3 +86,88 @@ class LeapPath:
                 torch.sqrt(sum(((theta[k] - theta_prev[k]) ** 2).sum() for k in theta) + d_loss**2)
             )
         self._previous = (theta, loss, None if grad is None else {k: v.detach() for k, v in grad.items()})
+
+
+def run_trajectory(
+    model: nn.Module,
+    inner_optimizer: InnerOptimizer,
+    theta0: Params,
+    phi: Params,
+    task: Task,
+    steps: int,
+    generator: torch.Generator,
+    path: LeapPath | None = None,
+    on_step: StepCallback | None = None,
+) -> tuple[Params, float]:
+    """Run a task's inner loop, feeding every point to ``path`` (if any) and ``on_step``.
+
+    Returns θ_K and its training loss on one more training batch (the path's last point).
+    """
+
+    def observe(k: int, theta: Params, state: State, loss: Tensor, grad: Params) -> None:
+        if path is not None:
+            path.observe(theta, loss, grad)
+        if on_step is not None:
+            on_step(k, theta, state, loss, grad)
+
+    theta_k, _ = inner_loop(model, inner_optimizer, theta0, phi, task, steps, generator, observe)
+    x, y = task.train_batch(generator)
+    with torch.no_grad():
+        final_loss = task.loss(functional_apply(model, combine(theta_k, phi), x), y)
+    if path is not None:
+        path.observe(theta_k, final_loss, None)
+    return theta_k, float(final_loss)
+
+
+class Leap(MetaLearner):
+    """The Leap meta-learner: θ₀ descends the mean over tasks of Σ_k Δ_k (module docstring).
+
+    Warp layers in the model, if any, are held fixed. Options as :class:`LeapPath`; the
+    meta-optimiser is ``sgd`` or ``adam`` with ``meta_lr``.
+    """
+
+    name = "leap"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inner_optimizer: InnerOptimizer,
+        inner_steps: int,
+        *,
+        meta_optimizer: str = "sgd",
+        meta_lr: float = 0.1,
+        norm: bool = True,
+        loss_term: bool = True,
+        stabilizer: bool = True,
+    ):
+        super().__init__(model, inner_optimizer, inner_steps)
+        self.path_options = {"norm": norm, "loss_term": loss_term, "stabilizer": stabilizer}
+        theta0, _ = self.parameters_by_role()
+        self.meta_optimizer = make_meta_optimizer(meta_optimizer, list(theta0.values()), meta_lr)
+
+    def meta_gradient(self, tasks: list[Task], generator: torch.Generator) -> tuple[Params, dict[str, float]]:
+        """∇θ₀ (the mean over tasks of Σ_k Δ_k) and metrics, without applying it."""
+        if not tasks:
+            raise ValueError("meta_step needs at least one task")
+        theta0, phi = self.parameters_by_role()
+        paths, final_losses = [], []
+        for task in tasks:
+            path = LeapPath(**self.path_options)
+            _, final = run_trajectory(
+                self.model, self.inner_optimizer, theta0, phi, task, self.inner_steps, generator, path
+            )
+            paths.append(path)
+            final_losses.append(final)
+        zero = {k: torch.zeros_like(v) for k, v in theta0.items()}
+        grad = {k: sum((p.gradient or zero)[k] for p in paths) / len(paths) for k in theta0}
+        metrics = {
+            "task_loss": sum(final_losses) / len(tasks),
+            "path_length": sum(p.length for p in paths) / len(tasks),
+        }
+        return grad, metrics
+
+    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
+        grad, metrics = self.meta_gradient(tasks, generator)
+        theta0, _ = self.parameters_by_role()
+        apply_gradients(self.meta_optimizer, list(theta0.values()), [grad[k] for k in theta0])
+        return metrics

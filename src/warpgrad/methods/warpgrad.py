@@ -65,15 +65,14 @@ from warpgrad.functional import (
     combine,
     functional_apply,
 )
-from warpgrad.methods.base import MetaLearner, inner_loop
-from warpgrad.methods.leap import LeapPath
+from warpgrad.methods.base import META_OPTIMIZERS, MetaLearner, apply_gradients, make_meta_optimizer
+from warpgrad.methods.leap import LeapPath, run_trajectory
 from warpgrad.methods.maml import maml_gradient
 from warpgrad.tasks.base import Task
 
 OBJECTIVES = ("exact", "first_order", "approx")
 ALGORITHMS = ("offline", "online")
 INITS = ("none", "leap", "maml")
-META_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 META_LOSS_DATA = ("train", "test")
 
 Batch = tuple[Tensor, Tensor]
@@ -203,9 +202,10 @@ class WarpGrad(MetaLearner):
         self.maml_steps = inner_steps if maml_steps is None else maml_steps
         self.leap_options = {"norm": leap_norm, "loss_term": leap_loss_term, "stabilizer": leap_stabilizer}
         self.batched = batched
-        opt_cls = META_OPTIMIZERS[meta_optimizer]
-        self.warp_optimizer = opt_cls(list(phi.values()), lr=warp_lr)
-        self.init_optimizer = opt_cls(list(theta0.values()), lr=init_lr) if init != "none" else None
+        self.warp_optimizer = make_meta_optimizer(meta_optimizer, list(phi.values()), warp_lr)
+        self.init_optimizer = (
+            make_meta_optimizer(meta_optimizer, list(theta0.values()), init_lr) if init != "none" else None
+        )
 
     # ------------------------------------------------------------------ meta-objective
     def _point_batches(self, points: list[TrajectoryPoint], tasks: list[Task], generator: torch.Generator):
@@ -292,8 +292,6 @@ class WarpGrad(MetaLearner):
 
             def on_step(k: int, theta: Params, state: State, loss: Tensor, grad: Params) -> None:
                 nonlocal online_loss, online_count
-                if path is not None:
-                    path.observe(theta, loss, grad)
                 point = TrajectoryPoint(i, theta, state)
                 if self.algorithm == "offline":
                     buffer.add(point, generator)
@@ -306,15 +304,11 @@ class WarpGrad(MetaLearner):
                     online_loss += float(loss_k.detach())
                     online_count += 1
 
-            theta_k, _ = inner_loop(
-                self.model, self.inner_optimizer, theta0, phi, task, self.inner_steps, generator, on_step
+            _, final_loss = run_trajectory(
+                self.model, self.inner_optimizer, theta0, phi, task, self.inner_steps, generator, path, on_step
             )
-            x, y = task.train_batch(generator)
-            with torch.no_grad():
-                final_loss = task.loss(functional_apply(self.model, combine(theta_k, phi), x), y)
-            final_losses.append(float(final_loss))
+            final_losses.append(final_loss)
             if path is not None:
-                path.observe(theta_k, final_loss, None)
                 paths.append(path)
 
         metrics: dict[str, float] = {"task_loss": sum(final_losses) / len(final_losses)}
@@ -346,7 +340,9 @@ class WarpGrad(MetaLearner):
                 return None
             return {k: sum(g[k] for g in grads) / len(paths) for k in theta0}
         if self.init == "maml":
-            grad, loss = maml_gradient(self.model, self.inner_optimizer, theta0, phi, tasks, self.maml_steps, generator)
+            grad, loss = maml_gradient(
+                self.model, self.inner_optimizer, theta0, phi, tasks, self.maml_steps, generator, batched=self.batched
+            )
             metrics["maml_loss"] = loss
             return grad
         return None
@@ -357,10 +353,7 @@ class WarpGrad(MetaLearner):
         optimizer, params = (
             (self.warp_optimizer, phi.values()) if role == "warp" else (self.init_optimizer, theta0.values())
         )
-        for p, g in zip(params, grads):
-            p.grad = g.detach().clone()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_gradients(optimizer, list(params), grads)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

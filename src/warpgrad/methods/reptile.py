@@ -1,0 +1,62 @@
+"""Reptile: move the initialisation towards the parameters each task's training reaches.
+
+Reptile (Nichol, Achiam, Schulman, 2018) runs K inner steps from θ₀ on each task of a
+meta-batch and updates θ₀ ← θ₀ + ε (mean_τ θ_K^τ − θ₀). Here the "gradient" θ₀ − mean_τ θ_K^τ
+is handed to a meta-optimiser (SGD with learning rate ε gives exactly the update above). Warp
+layers in the model, if any, are held fixed.
+
+References:
+    Nichol, Achiam, Schulman. On First-Order Meta-Learning Algorithms. 2018. arXiv:1803.02999.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from warpgrad.functional import InnerOptimizer, Params
+from warpgrad.methods.base import MetaLearner, apply_gradients, make_meta_optimizer
+from warpgrad.methods.leap import run_trajectory
+from warpgrad.tasks.base import Task
+
+
+class Reptile(MetaLearner):
+    """Reptile with meta-optimiser ``sgd`` (the paper's ε = ``meta_lr``) or ``adam``."""
+
+    name = "reptile"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inner_optimizer: InnerOptimizer,
+        inner_steps: int,
+        *,
+        meta_optimizer: str = "sgd",
+        meta_lr: float = 1.0,
+    ):
+        super().__init__(model, inner_optimizer, inner_steps)
+        theta0, _ = self.parameters_by_role()
+        self.meta_optimizer = make_meta_optimizer(meta_optimizer, list(theta0.values()), meta_lr)
+
+    def meta_gradient(self, tasks: list[Task], generator: torch.Generator) -> tuple[Params, dict[str, float]]:
+        """θ₀ − mean_τ θ_K^τ and metrics, without applying it."""
+        if not tasks:
+            raise ValueError("meta_step needs at least one task")
+        theta0, phi = self.parameters_by_role()
+        total = {k: torch.zeros_like(v) for k, v in theta0.items()}
+        losses = []
+        for task in tasks:
+            theta_k, final = run_trajectory(
+                self.model, self.inner_optimizer, theta0, phi, task, self.inner_steps, generator
+            )
+            for k in total:
+                total[k] += theta_k[k]
+            losses.append(final)
+        grad = {k: theta0[k].detach() - total[k] / len(tasks) for k in theta0}
+        return grad, {"task_loss": sum(losses) / len(losses)}
+
+    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
+        grad, metrics = self.meta_gradient(tasks, generator)
+        theta0, _ = self.parameters_by_role()
+        apply_gradients(self.meta_optimizer, list(theta0.values()), [grad[k] for k in theta0])
+        return metrics
