@@ -8,9 +8,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from warpgrad.cli import main
 from warpgrad.experiments import get_experiment
+
+SINE_METHODS = list(get_experiment("sine").methods)
 
 
 def _stderr_lines(capsys) -> tuple[str, list[str]]:
@@ -34,7 +37,7 @@ def test_list_shows_experiments_methods_and_profiles(capsys):
     "argv, expected",
     [
         (["run", "nosuch"], "unknown experiment 'nosuch'; allowed: sine"),
-        (["run", "sine", "--method", "foo"], "unknown method 'foo' for sine; allowed: baseline, warpgrad"),
+        (["run", "sine", "--method", "foo"], f"unknown method 'foo' for sine; allowed: {', '.join(SINE_METHODS)}"),
         (["run", "sine", "--method", "baseline,foo"], "unknown method 'foo'"),
         (["run", "sine", "--profile", "huge"], "unknown profile 'huge' for sine; allowed: smoke, quick, paper"),
         (["run", "sine", "--seed", "-1"], "seed must be an integer from 0"),
@@ -114,5 +117,37 @@ def test_subprocess_errors_are_one_line(tmp_path):
 def test_subprocess_list(tmp_path):
     done = _python_m("list", cwd=tmp_path)
     assert done.returncode == 0 and done.stderr == ""
-    for word in ("sine", "baseline", "warpgrad", "smoke", "quick", "paper"):
+    for word in ("sine", *SINE_METHODS, "smoke", "quick", "paper"):
         assert word in done.stdout
+
+
+def test_ctrl_c_saves_and_prints_how_to_resume(capsys, tmp_path, monkeypatch):
+    import signal
+
+    from warpgrad.methods.base import NoMetaLearning
+
+    base = ["run", "sine", "--method", "baseline", "--profile", "smoke", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "full")]) == 0
+    full = json.loads((tmp_path / "full" / "results.json").read_text())
+    calls = []
+
+    def meta_step_then_ctrl_c(self, tasks, generator):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return {}
+
+    monkeypatch.setattr(NoMetaLearning, "meta_step", meta_step_then_ctrl_c)
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "b")]) == 130
+    _, err = _stderr_lines(capsys)
+    assert len(err) == 2 and "finishing this meta-step" in err[0]  # the notice, then the summary
+    assert "after meta-step 3 of 4" in err[1] and err[1].endswith("--resume")
+    assert torch.load(tmp_path / "b" / "baseline" / "checkpoint.pt", weights_only=True)["step"] == 3
+
+    monkeypatch.undo()
+    resume = err[1].split("resume with: ")[1].split()[1:]  # drop the program name
+    assert main([*resume, "--no-progress"]) == 0
+    resumed = json.loads((tmp_path / "b" / "results.json").read_text())
+    for key in ("mean", "ci95", "n_tasks", "steps", "per_task"):
+        assert resumed["methods"]["baseline"][key] == full["methods"]["baseline"][key]

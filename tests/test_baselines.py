@@ -1,0 +1,188 @@
+"""The baselines' meta-gradients against finite differences, create_graph loops and closed forms."""
+
+import pytest
+import torch
+from reference import FixedTask, finite_difference, reference_grad, reference_loss, sgd_step, tiny_model
+from torch import nn
+
+from warpgrad import MAML, FineTune, Leap, MetaSGD, Reptile, TNets, partition, sgd
+
+pytestmark = pytest.mark.usefixtures("float64")
+
+STEPS, LR = 3, 0.1
+
+
+def detached(params):
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+def maml_reference_loss(theta0, phi, tasks, lrs=None):
+    """Mean post-adaptation test loss, inner loop by hand (first-order autograd only)."""
+    total = 0.0
+    for task in tasks:
+        theta = dict(theta0)
+        for _ in range(STEPS):
+            g = reference_grad(theta, phi, task.train)
+            theta = {k: theta[k] - (LR if lrs is None else lrs[k]) * g[k] for k in theta}
+        total = total + reference_loss(theta, phi, task.test)
+    return total / len(tasks)
+
+
+def meta_gradient(learner, tasks):
+    params = learner.meta_parameters()
+    loss = learner.meta_loss(tasks, torch.Generator().manual_seed(0))
+    return torch.autograd.grad(loss, params)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_maml_meta_gradient_equals_finite_differences(batched):
+    tasks = [FixedTask(0), FixedTask(1)]
+    learner = MAML(tiny_model(), sgd(LR), STEPS, batched=batched)
+    theta0, phi = partition(learner.model)
+    phi = detached(phi)
+    expected = finite_difference(lambda th: maml_reference_loss(th, phi, tasks), detached(theta0), eps=1e-6)
+    got = dict(zip(theta0, meta_gradient(learner, tasks)))
+    for k in theta0:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-6, atol=1e-8)
+
+
+def test_maml_meta_gradient_equals_a_per_task_create_graph_loop_and_vmap_equals_loop():
+    tasks = [FixedTask(i) for i in range(4)]
+    learner = MAML(tiny_model(), sgd(LR), STEPS)
+    theta0, phi = partition(learner.model)
+    phi = detached(phi)
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in theta0.items()}
+    expected = {k: torch.zeros_like(v) for k, v in leaves.items()}
+    for task in tasks:
+        theta = dict(leaves)
+        for _ in range(STEPS):
+            g = torch.autograd.grad(reference_loss(theta, phi, task.train), list(theta.values()), create_graph=True)
+            theta = {k: theta[k] - LR * gk for k, gk in zip(theta, g)}
+        for k, g in zip(leaves, torch.autograd.grad(reference_loss(theta, phi, task.test), list(leaves.values()))):
+            expected[k] += g / len(tasks)
+    batched = dict(zip(theta0, meta_gradient(learner, tasks)))
+    learner.batched = False
+    looped = dict(zip(theta0, meta_gradient(learner, tasks)))
+    for k in theta0:
+        torch.testing.assert_close(batched[k], expected[k], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(looped[k], batched[k], rtol=1e-10, atol=1e-12)
+
+
+def test_fomaml_is_the_test_gradient_at_the_adapted_parameters():
+    tasks = [FixedTask(0), FixedTask(1)]
+    learner = MAML(tiny_model(), sgd(LR), STEPS, first_order=True)
+    theta0, phi = partition(learner.model)
+    phi = detached(phi)
+    expected = {k: torch.zeros_like(v) for k, v in theta0.items()}
+    for task in tasks:
+        theta = detached(theta0)
+        for _ in range(STEPS):
+            theta = sgd_step(theta, reference_grad(theta, phi, task.train), {}, LR)
+        for k, g in reference_grad(theta, phi, task.test).items():
+            expected[k] += g / len(tasks)
+    got = dict(zip(theta0, meta_gradient(learner, tasks)))
+    for k in theta0:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-9, atol=1e-12)
+
+
+def test_metasgd_gradient_with_respect_to_its_learning_rates_equals_finite_differences():
+    tasks = [FixedTask(0), FixedTask(1)]
+    learner = MetaSGD(tiny_model(), STEPS, inner_lr=LR)
+    theta0, phi = partition(learner.model)
+    phi = detached(phi)
+    with torch.no_grad():  # distinct rates per element, so a wrong broadcast would show
+        for lr in learner.learning_rates:
+            lr.mul_(1 + 0.5 * torch.rand(lr.shape, generator=torch.Generator().manual_seed(3)))
+    rates = {k: lr.detach().clone() for k, lr in zip(learner.lr_names, learner.learning_rates)}
+    expected = finite_difference(lambda r: maml_reference_loss(detached(theta0), phi, tasks, r), rates)
+    grads = meta_gradient(learner, tasks)
+    got = dict(zip(learner.lr_names, grads[len(theta0):]))
+    for k in rates:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-6, atol=1e-8)
+
+
+def test_tnets_learns_the_warp_layers_through_the_inner_loop():
+    tasks = [FixedTask(0), FixedTask(1)]
+    learner = TNets(tiny_model(), sgd(LR), STEPS)
+    theta0, phi = partition(learner.model)
+    expected = finite_difference(lambda p: maml_reference_loss(detached(theta0), p, tasks), detached(phi))
+    grads = meta_gradient(learner, tasks)
+    got = dict(zip(phi, grads[len(theta0):]))
+    for k in phi:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="Warp"):
+        TNets(nn.Linear(1, 1), sgd(LR), 1)
+
+
+# ------------------------------------------------------------------ closed forms on a quadratic
+
+
+class Point(nn.Module):
+    """A 'model' whose output is its parameter vector: L(θ) = ½‖θ − c‖² has closed-form paths."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.w = nn.Parameter(start.clone())
+
+    def forward(self, x):
+        return self.w.expand(x.shape[0], -1)
+
+
+class QuadraticTask:
+    metric_name = "loss"
+    lower_is_better = True
+
+    def __init__(self, centre):
+        self.centre = centre
+
+    def train_batch(self, generator):
+        return torch.zeros(1, 1), self.centre[None]
+
+    def test_batch(self):
+        return self.train_batch(None)
+
+    def loss(self, prediction, target):
+        return 0.5 * ((prediction - target) ** 2).sum()
+
+    metric = loss
+
+
+START = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+CENTRES = [torch.tensor(c, dtype=torch.float64) for c in ([0.0, 0.0, 0.0], [2.0, 1.0, -1.0], [-1.0, 3.0, 0.0])]
+
+
+def test_reptile_update_matches_the_closed_form_on_a_quadratic():
+    alpha, steps = 0.3, 5
+    learner = Reptile(Point(START), sgd(alpha), steps, meta_optimizer="sgd", meta_lr=0.5)
+    grad, _ = learner.meta_gradient([QuadraticTask(c) for c in CENTRES], torch.Generator())
+    # θ_K − c = (1 − α)^K (θ₀ − c), so θ₀ − mean θ_K = (1 − (1 − α)^K)(θ₀ − mean c)
+    expected = (1 - (1 - alpha) ** steps) * (START - torch.stack(CENTRES).mean(0))
+    torch.testing.assert_close(grad["w"], expected, rtol=1e-12, atol=1e-12)
+    learner.meta_step([QuadraticTask(c) for c in CENTRES], torch.Generator())
+    torch.testing.assert_close(learner.model.w.detach(), START - 0.5 * expected)
+
+
+@pytest.mark.parametrize("alpha", [0.3, 2.5], ids=["converging", "diverging"])
+@pytest.mark.parametrize("stabilizer", [True, False])
+def test_leap_gradient_matches_the_closed_form_on_a_quadratic(alpha, stabilizer):
+    steps = 4
+    learner = Leap(Point(START), sgd(alpha), steps, stabilizer=stabilizer)
+    grad, _ = learner.meta_gradient([QuadraticTask(c) for c in CENTRES], torch.Generator())
+    r = 1 - alpha
+    expected = torch.zeros(3)
+    for c in CENTRES:
+        d = START - c  # θ_k − c = r^k d, ∇L(θ_k) = r^k d, L_k = ½ r^{2k} ‖d‖²
+        for k in range(steps):
+            d_loss = 0.5 * (d @ d) * r ** (2 * k) * (r**2 - 1)
+            if stabilizer:
+                d_loss = -abs(d_loss)
+            length = torch.sqrt(alpha**2 * r ** (2 * k) * (d @ d) + d_loss**2)
+            expected += r**k * d * (alpha - d_loss) / length / len(CENTRES)
+    torch.testing.assert_close(grad["w"], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_finetune_takes_a_step_on_the_mean_training_loss_of_the_meta_batch():
+    learner = FineTune(Point(START), sgd(0.1), 1, meta_optimizer="sgd", meta_lr=0.2)
+    learner.meta_step([QuadraticTask(c) for c in CENTRES], torch.Generator())
+    expected = START - 0.2 * (START - torch.stack(CENTRES).mean(0))
+    torch.testing.assert_close(learner.model.w.detach(), expected)
