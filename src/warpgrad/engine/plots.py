@@ -17,7 +17,7 @@ def plot_learning_curves(results: dict[str, Any], path: str | os.PathLike) -> No
     The y-axis is logarithmic for error metrics such as MSE when all values are positive.
     """
     from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
     metric = results.get("metric") or "metric"
     key = f"val_{metric}"
@@ -33,6 +33,10 @@ def plot_learning_curves(results: dict[str, Any], path: str | os.PathLike) -> No
         axes.plot(steps, ys, marker="o", markersize=3, linewidth=1.5, label=name)
     if metric in LOG_SCALE_METRICS and values and min(values) > 0:
         axes.set_yscale("log")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.01, 1, 4 rather than 10⁻², 10⁰, 4×10⁰
+        axes.yaxis.set_major_formatter(plain)
+        # label the minor ticks too where the curves span less than a decade (few major ticks)
+        axes.yaxis.set_minor_formatter(plain if max(values) / min(values) < 10 else NullFormatter())
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("meta-step")
     axes.set_ylabel(f"validation {metric}")
