@@ -321,26 +321,26 @@ def train(
     csv_path = directory / METRICS_FILE
     checkpoint = load_run_checkpoint(exp, method, prof, seed, out_dir) if resume else None
 
-    run = _Run.start(exp, method, prof, seed)
+    state = _Run.start(exp, method, prof, seed)
     if checkpoint is not None:
-        run.restore(checkpoint)
+        state.restore(checkpoint)
         del checkpoint
     else:
-        save_checkpoint(ckpt_path, run.checkpoint())
-    metric_key = f"val_{run.metric}"
+        save_checkpoint(ckpt_path, state.checkpoint())
+    metric_key = f"val_{state.metric}"
     clock = time.perf_counter()
-    resumed_elapsed = run.elapsed_s
+    resumed_elapsed = state.elapsed_s
 
     def elapsed() -> float:
         return resumed_elapsed + time.perf_counter() - clock
 
     def save() -> None:
-        run.elapsed_s = elapsed()
-        save_checkpoint(ckpt_path, run.checkpoint())
+        state.elapsed_s = elapsed()
+        save_checkpoint(ckpt_path, state.checkpoint())
 
     bar = tqdm(
         total=prof.meta_steps,
-        initial=run.step,
+        initial=state.step,
         desc=f"{exp.name}/{method}",
         unit="step",
         disable=not progress,
@@ -349,55 +349,55 @@ def train(
     )
     try:
         with _DeferredInterrupt(bar) as interrupt:
-            if run.step == 0 and not run.history:
-                run.history.append(run.validation_row(0, elapsed(), {}))
-            write_metrics_csv(csv_path, run.history)  # on resume: rewritten from the checkpoint
-            if run.history:
-                bar.set_postfix({metric_key: f"{run.history[-1][metric_key]:.4g}"})
+            if state.step == 0 and not state.history:
+                state.history.append(state.validation_row(0, elapsed(), {}))
+            write_metrics_csv(csv_path, state.history)  # on resume: rewritten from the checkpoint
+            if state.history:
+                bar.set_postfix({metric_key: f"{state.history[-1][metric_key]:.4g}"})
             if interrupt.requested:
                 save()
-                raise TrainingInterrupted(method, run.step, prof.meta_steps, ckpt_path)
-            start = run.step
-            while run.step < prof.meta_steps:
-                tasks = sample_tasks(run.family, prof.meta_batch, run.task_generator)
-                train_metrics = run.learner.meta_step(tasks, run.step_generator)
-                run.step += 1
+                raise TrainingInterrupted(method, state.step, prof.meta_steps, ckpt_path)
+            start = state.step
+            while state.step < prof.meta_steps:
+                tasks = sample_tasks(state.family, prof.meta_batch, state.task_generator)
+                train_metrics = state.learner.meta_step(tasks, state.step_generator)
+                state.step += 1
                 bar.update(1)
-                last = run.step == prof.meta_steps
-                if run.step % prof.eval_every == 0 or last:
-                    run.history.append(run.validation_row(run.step, elapsed(), train_metrics))
-                    write_metrics_csv(csv_path, run.history)
-                    bar.set_postfix({metric_key: f"{run.history[-1][metric_key]:.4g}"})
-                stop = stop_after is not None and run.step - start >= stop_after
-                if run.step % prof.checkpoint_every == 0 or last or stop or interrupt.requested:
+                last = state.step == prof.meta_steps
+                if state.step % prof.eval_every == 0 or last:
+                    state.history.append(state.validation_row(state.step, elapsed(), train_metrics))
+                    write_metrics_csv(csv_path, state.history)
+                    bar.set_postfix({metric_key: f"{state.history[-1][metric_key]:.4g}"})
+                stop = stop_after is not None and state.step - start >= stop_after
+                if state.step % prof.checkpoint_every == 0 or last or stop or interrupt.requested:
                     save()
                 if interrupt.requested:
-                    raise TrainingInterrupted(method, run.step, prof.meta_steps, ckpt_path)
+                    raise TrainingInterrupted(method, state.step, prof.meta_steps, ckpt_path)
                 if stop and not last:
                     return None
     finally:
         bar.close()
 
-    test_tasks = sample_tasks(run.family, prof.test_tasks, _generator(TEST_SEED_OFFSET + seed))
+    test_tasks = sample_tasks(state.family, prof.test_tasks, _generator(TEST_SEED_OFFSET + seed))
     test_start = time.perf_counter()
-    out = run.learner.evaluate(test_tasks, _generator(EVAL_SEED_OFFSET + seed))
+    out = state.learner.evaluate(test_tasks, _generator(EVAL_SEED_OFFSET + seed))
     test_time = time.perf_counter() - test_start
-    values = out[run.metric].detach().double().cpu()
+    values = out[state.metric].detach().double().cpu()
     mean, ci95 = mean_ci95(values)
     loss_mean, loss_ci95 = mean_ci95(out["loss"].detach())
     return {
-        "metric": run.metric,
-        "lower_is_better": bool(run.family.lower_is_better),
+        "metric": state.metric,
+        "lower_is_better": bool(state.family.lower_is_better),
         "mean": mean,
         "ci95": ci95,
         "n_tasks": int(values.numel()),
-        "steps": run.step,
+        "steps": state.step,
         "loss_mean": loss_mean,
         "loss_ci95": loss_ci95,
-        "wall_time_s": round(run.elapsed_s, 3),
+        "wall_time_s": round(state.elapsed_s, 3),
         "test_time_s": round(test_time, 3),
         "per_task": values.tolist(),
-        "history": run.history,
+        "history": state.history,
     }
 
 
