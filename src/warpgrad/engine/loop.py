@@ -345,6 +345,7 @@ def train(
         unit="step",
         disable=not progress,
         file=sys.stderr,
+        mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line every 10 s
         dynamic_ncols=True,
     )
     try:
