@@ -186,3 +186,90 @@ def test_finetune_takes_a_step_on_the_mean_training_loss_of_the_meta_batch():
     learner.meta_step([QuadraticTask(c) for c in CENTRES], torch.Generator())
     expected = START - 0.2 * (START - torch.stack(CENTRES).mean(0))
     torch.testing.assert_close(learner.model.w.detach(), expected)
+
+
+# ------------------------------------------------------------------ batch-norm task learners
+
+
+class ImageTask:
+    """3-way classification on fixed random 16×16 images (support 6, query 9)."""
+
+    metric_name = "accuracy"
+    lower_is_better = False
+
+    def __init__(self, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.train = (torch.randn(6, 1, 16, 16, generator=g), torch.tensor([0, 1, 2, 0, 1, 2]))
+        self.test = (torch.randn(9, 1, 16, 16, generator=g), torch.arange(9) % 3)
+
+    def train_batch(self, generator):
+        return self.train
+
+    def test_batch(self):
+        return self.test
+
+    def loss(self, prediction, target):
+        return nn.functional.cross_entropy(prediction, target)
+
+    def metric(self, prediction, target):
+        return (prediction.argmax(1) == target).double().mean()
+
+
+def conv4(warp=None):
+    from warpgrad import Conv4
+
+    torch.manual_seed(0)
+    return Conv4(1, 3, image_size=16, width=4, warp=warp).double()
+
+
+def test_batchnorm_learners_give_the_same_meta_gradients_under_vmap_and_loop():
+    from warpgrad import WarpGrad
+
+    tasks = [ImageTask(i) for i in range(3)]
+    warp = {"batchnorm": True, "activation": "relu"}
+    maml = [dict(zip(partition(m.model)[0], meta_gradient(m, tasks)))
+            for m in (MAML(conv4(), sgd(0.1), 2, batched=b) for b in (True, False))]
+    warpgrad = [WarpGrad(conv4(warp), sgd(0.1), 2, init="none", batched=b).meta_gradients(tasks, torch.Generator())
+                for b in (True, False)]
+    for k in maml[0]:
+        torch.testing.assert_close(maml[0][k], maml[1][k], rtol=1e-9, atol=1e-12)
+    for k in warpgrad[0]["warp"]:
+        torch.testing.assert_close(warpgrad[0]["warp"][k], warpgrad[1]["warp"][k], rtol=1e-9, atol=1e-12)
+    assert any(g.abs().max() > 0 for g in warpgrad[0]["warp"].values())
+
+
+def test_warpgrad_batchnorm_equals_torch_batchnorm_in_value_and_gradients():
+    from warpgrad.layers import BatchNorm
+
+    torch.manual_seed(0)
+    ours, theirs = BatchNorm(4), nn.BatchNorm2d(4, track_running_stats=False)
+    with torch.no_grad():
+        for m in (ours, theirs):
+            m.weight.copy_(torch.tensor([0.5, 1.0, 1.5, 2.0]))
+            m.bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+    x = torch.randn(5, 4, 3, 3, requires_grad=True)
+    outs = [m(x) for m in (ours, theirs)]
+    torch.testing.assert_close(outs[0], outs[1])
+    grads = [torch.autograd.grad((o**3).sum(), [x, m.weight]) for o, m in zip(outs, (ours, theirs))]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_models_with_torch_batchnorm_fall_back_to_the_loop_and_say_why():
+    tasks = [ImageTask(i) for i in range(3)]
+    model = conv4()
+    model.features[1] = nn.BatchNorm2d(4, track_running_stats=False).double()
+    with pytest.warns(UserWarning, match=r"features\.1.*functorch#534"):
+        learner = MAML(model, sgd(0.1), 2, batched=True)
+    assert learner.batched is False
+    # the loop with torch's batch-norm gives what the vmapped warpgrad.layers.BatchNorm gives
+    reference = MAML(conv4(), sgd(0.1), 2, batched=True)
+    assert reference.batched is True
+    for got, expected in zip(meta_gradient(learner, tasks), meta_gradient(reference, tasks)):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_batchnorm_with_running_statistics_is_refused_with_a_clear_message():
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1))
+    with pytest.raises(ValueError, match=r"'1'.*track_running_stats=False"):
+        MAML(model, sgd(0.1), 1)

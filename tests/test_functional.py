@@ -108,7 +108,7 @@ def test_warp_builders_reject_bad_options():
 def test_warp_options_build_the_requested_layers():
     warp = conv_warp(8, depth=2, batchnorm=True, activation="relu", residual=True)
     kinds = [type(m).__name__ for m in warp.modules()]
-    assert kinds.count("Conv2d") == 2 and kinds.count("BatchNorm2d") == 2 and kinds.count("ReLU") == 2
+    assert kinds.count("Conv2d") == 2 and kinds.count("BatchNorm") == 2 and kinds.count("ReLU") == 2
     assert "Residual" in kinds
 
 

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -98,6 +99,33 @@ def combine(*dicts: Params) -> Params:
 def detach(params: Params, requires_grad: bool = False) -> Params:
     """Detached copies of the tensors (sharing no autograd history), optionally requiring grad."""
     return {k: v.detach().clone().requires_grad_(requires_grad) for k, v in params.items()}
+
+
+VMAP_UNSAFE_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def vmap_unsafe_modules(module: nn.Module) -> list[str]:
+    """Names of submodules whose higher-order derivatives PyTorch batches incorrectly.
+
+    PyTorch's batching rules for the backward of batch_norm / layer_norm are wrong
+    (pytorch/functorch#534): forward values and first-order gradients under ``vmap`` are right,
+    second-order meta-gradients are not. Methods process tasks in a loop when this is non-empty;
+    :class:`warpgrad.layers.BatchNorm` is a vmap-safe replacement for batch-norm.
+    """
+    return [name for name, m in module.named_modules() if isinstance(m, VMAP_UNSAFE_NORMS)]
+
+
+def batching_allowed(module: nn.Module, batched: bool) -> bool:
+    """``batched``, unless the model has vmap-unsafe norm layers (then warn and return False)."""
+    unsafe = vmap_unsafe_modules(module) if batched else []
+    if unsafe:
+        warnings.warn(
+            f"model has torch norm layers {unsafe} whose second-order gradients are wrong under vmap "
+            "(pytorch/functorch#534); tasks are processed in a loop instead. Use warpgrad.layers.BatchNorm "
+            "for the batched path.",
+            stacklevel=3,
+        )
+    return batched and not unsafe
 
 
 def functional_apply(module: nn.Module, params: Params, *args: Any) -> Tensor:

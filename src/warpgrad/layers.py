@@ -25,13 +25,49 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Warp", "Residual", "linear_warp", "conv_warp", "MLP", "Conv4", "WARP_ACTIVATIONS"]
+__all__ = ["BatchNorm", "Warp", "Residual", "linear_warp", "conv_warp", "MLP", "Conv4", "WARP_ACTIVATIONS"]
 
 WARP_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "leaky_relu": nn.LeakyReLU,
 }
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation with batch statistics only (no running statistics), over dim 1.
+
+    Normalises each channel of an ``[N, C, ...]`` input by the mean and biased variance over all
+    other dimensions, then applies the affine ``weight`` and ``bias`` (the standard for few-shot
+    learners). It computes what ``nn.BatchNorm{1,2}d(track_running_stats=False)`` computes, but
+    with elementwise operations, so its higher-order derivatives are also correct under
+    ``torch.func.vmap``: PyTorch's batching rule for batch_norm's backward is not
+    (pytorch/functorch#534), which breaks second-order meta-gradients of batched tasks.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.num_features, self.eps, self.affine = num_features, eps, affine
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"BatchNorm({self.num_features}) expects input [N, {self.num_features}, ...], got {tuple(x.shape)}"
+            )
+        dims = (0, *range(2, x.dim()))
+        mean = x.mean(dims, keepdim=True)
+        var = ((x - mean) ** 2).mean(dims, keepdim=True)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
 
 
 class Warp(nn.Module):
@@ -119,7 +155,7 @@ def linear_warp(
 
     return _build_warp(
         lambda: nn.Linear(width, width),
-        lambda: nn.BatchNorm1d(width, track_running_stats=False),
+        lambda: BatchNorm(width),
         set_identity,
         depth,
         batchnorm,
@@ -157,7 +193,7 @@ def conv_warp(
 
     return _build_warp(
         lambda: nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2),
-        lambda: nn.BatchNorm2d(channels, track_running_stats=False),
+        lambda: BatchNorm(channels),
         set_identity,
         depth,
         batchnorm,
@@ -225,7 +261,7 @@ class Conv4(nn.Module):
         for _ in range(4):
             blocks += [
                 nn.Conv2d(channels, width, 3, padding=1),
-                nn.BatchNorm2d(width, track_running_stats=False),
+                BatchNorm(width),
                 nn.ReLU(),
                 nn.MaxPool2d(2),
             ]

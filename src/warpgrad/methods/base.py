@@ -82,6 +82,20 @@ def apply_gradients(optimizer: torch.optim.Optimizer, params: list[Tensor], grad
     optimizer.zero_grad(set_to_none=True)
 
 
+def check_no_running_statistics(model: nn.Module) -> None:
+    """Raise if a batch-norm layer keeps running statistics.
+
+    Inner loops run the model functionally (and under ``vmap``), where in-place updates of
+    running statistics are wrong or impossible; few-shot learners use batch statistics only.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+            raise ValueError(
+                f"batch-norm layer {name!r} tracks running statistics; build it with "
+                "track_running_stats=False (batch statistics only, the few-shot standard)"
+            )
+
+
 class MetaLearner:
     """Base class: owns the model, the inner optimiser and the meta-optimiser.
 
@@ -99,6 +113,7 @@ class MetaLearner:
     ):
         if not isinstance(inner_steps, int) or inner_steps < 0:
             raise ValueError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
+        check_no_running_statistics(model)
         self.model = model
         self.inner_optimizer = inner_optimizer
         self.inner_steps = inner_steps

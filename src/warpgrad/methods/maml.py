@@ -31,7 +31,15 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from warpgrad.functional import InnerOptimizer, Params, combine, functional_apply, partition, per_parameter_sgd
+from warpgrad.functional import (
+    InnerOptimizer,
+    Params,
+    batching_allowed,
+    combine,
+    functional_apply,
+    partition,
+    per_parameter_sgd,
+)
 from warpgrad.methods.base import MetaLearner, apply_gradients, make_meta_optimizer
 from warpgrad.tasks.base import Task
 
@@ -161,7 +169,7 @@ class MAML(MetaLearner):
     ):
         super().__init__(model, inner_optimizer, inner_steps)
         self.first_order = first_order
-        self.batched = batched
+        self.batched = batching_allowed(model, batched)
         self.meta_optimizer = make_meta_optimizer(meta_optimizer, self.meta_parameters(), meta_lr)
 
     def meta_parameters(self) -> list[Tensor]:

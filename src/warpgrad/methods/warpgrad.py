@@ -62,6 +62,7 @@ from warpgrad.functional import (
     InnerOptimizer,
     Params,
     State,
+    batching_allowed,
     combine,
     functional_apply,
 )
@@ -201,7 +202,7 @@ class WarpGrad(MetaLearner):
         self.meta_loss_data = meta_loss_data
         self.maml_steps = inner_steps if maml_steps is None else maml_steps
         self.leap_options = {"norm": leap_norm, "loss_term": leap_loss_term, "stabilizer": leap_stabilizer}
-        self.batched = batched
+        self.batched = batching_allowed(model, batched)
         self.warp_optimizer = make_meta_optimizer(meta_optimizer, list(phi.values()), warp_lr)
         self.init_optimizer = (
             make_meta_optimizer(meta_optimizer, list(theta0.values()), init_lr) if init != "none" else None
