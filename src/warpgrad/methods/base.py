@@ -165,6 +165,38 @@ class MetaLearner:
             self.meta_optimizer.load_state_dict(state["meta_optimizer"])
 
 
+class InitialisationLearner(MetaLearner):
+    """A meta-learner whose only meta-parameters are θ₀, stepped along :meth:`meta_gradient`.
+
+    Subclasses implement ``meta_gradient(tasks, generator) -> (∇θ₀, metrics)``; warp layers in
+    the model, if any, are held fixed.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inner_optimizer: InnerOptimizer,
+        inner_steps: int,
+        *,
+        meta_optimizer: str = "adam",
+        meta_lr: float = 1e-3,
+    ):
+        super().__init__(model, inner_optimizer, inner_steps)
+        theta0, _ = self.parameters_by_role()
+        self.meta_optimizer = make_meta_optimizer(meta_optimizer, list(theta0.values()), meta_lr)
+
+    def meta_gradient(self, tasks: list[Task], generator: torch.Generator) -> tuple[Params, dict[str, float]]:
+        raise NotImplementedError
+
+    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
+        if not tasks:
+            raise ValueError("meta_step needs at least one task")
+        grad, metrics = self.meta_gradient(tasks, generator)
+        theta0, _ = self.parameters_by_role()
+        apply_gradients(self.meta_optimizer, list(theta0.values()), [grad[k] for k in theta0])
+        return metrics
+
+
 class NoMetaLearning(MetaLearner):
     """Baseline without meta-learning: the same network and inner loop from its random init.
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from warpgrad.functional import InnerOptimizer, Params, State, combine, functional_apply
-from warpgrad.methods.base import MetaLearner, StepCallback, apply_gradients, inner_loop, make_meta_optimizer
+from warpgrad.methods.base import InitialisationLearner, StepCallback, inner_loop
 from warpgrad.tasks.base import Task
 
 
@@ -119,7 +119,7 @@ def run_trajectory(
     return theta_k, float(final_loss)
 
 
-class Leap(MetaLearner):
+class Leap(InitialisationLearner):
     """The Leap meta-learner: θ₀ descends the mean over tasks of Σ_k Δ_k (module docstring).
 
     Warp layers in the model, if any, are held fixed. Options as :class:`LeapPath`; the
@@ -140,15 +140,11 @@ class Leap(MetaLearner):
         loss_term: bool = True,
         stabilizer: bool = True,
     ):
-        super().__init__(model, inner_optimizer, inner_steps)
+        super().__init__(model, inner_optimizer, inner_steps, meta_optimizer=meta_optimizer, meta_lr=meta_lr)
         self.path_options = {"norm": norm, "loss_term": loss_term, "stabilizer": stabilizer}
-        theta0, _ = self.parameters_by_role()
-        self.meta_optimizer = make_meta_optimizer(meta_optimizer, list(theta0.values()), meta_lr)
 
     def meta_gradient(self, tasks: list[Task], generator: torch.Generator) -> tuple[Params, dict[str, float]]:
         """∇θ₀ (the mean over tasks of Σ_k Δ_k) and metrics, without applying it."""
-        if not tasks:
-            raise ValueError("meta_step needs at least one task")
         theta0, phi = self.parameters_by_role()
         paths, final_losses = [], []
         for task in tasks:
@@ -165,9 +161,3 @@ class Leap(MetaLearner):
             "path_length": sum(p.length for p in paths) / len(tasks),
         }
         return grad, metrics
-
-    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
-        grad, metrics = self.meta_gradient(tasks, generator)
-        theta0, _ = self.parameters_by_role()
-        apply_gradients(self.meta_optimizer, list(theta0.values()), [grad[k] for k in theta0])
-        return metrics

@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from warpgrad.functional import InnerOptimizer, Params
-from warpgrad.methods.base import MetaLearner, apply_gradients, make_meta_optimizer
+from warpgrad.methods.base import InitialisationLearner
 from warpgrad.methods.leap import run_trajectory
 from warpgrad.tasks.base import Task
 
 
-class Reptile(MetaLearner):
-    """Reptile with meta-optimiser ``sgd`` (the paper's ε = ``meta_lr``) or ``adam``."""
+class Reptile(InitialisationLearner):
+    """Reptile; with meta-optimiser ``sgd`` at ``meta_lr`` = ε this is the paper's update."""
 
     name = "reptile"
 
@@ -34,14 +34,10 @@ class Reptile(MetaLearner):
         meta_optimizer: str = "sgd",
         meta_lr: float = 1.0,
     ):
-        super().__init__(model, inner_optimizer, inner_steps)
-        theta0, _ = self.parameters_by_role()
-        self.meta_optimizer = make_meta_optimizer(meta_optimizer, list(theta0.values()), meta_lr)
+        super().__init__(model, inner_optimizer, inner_steps, meta_optimizer=meta_optimizer, meta_lr=meta_lr)
 
     def meta_gradient(self, tasks: list[Task], generator: torch.Generator) -> tuple[Params, dict[str, float]]:
         """θ₀ − mean_τ θ_K^τ and metrics, without applying it."""
-        if not tasks:
-            raise ValueError("meta_step needs at least one task")
         theta0, phi = self.parameters_by_role()
         total = {k: torch.zeros_like(v) for k, v in theta0.items()}
         losses = []
@@ -54,9 +50,3 @@ class Reptile(MetaLearner):
             losses.append(final)
         grad = {k: theta0[k].detach() - total[k] / len(tasks) for k in theta0}
         return grad, {"task_loss": sum(losses) / len(losses)}
-
-    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
-        grad, metrics = self.meta_gradient(tasks, generator)
-        theta0, _ = self.parameters_by_role()
-        apply_gradients(self.meta_optimizer, list(theta0.values()), [grad[k] for k in theta0])
-        return metrics
