@@ -1,0 +1,1 @@
+"""Image datasets: readers with download, checksum verification and a cache; KanjiVG rendering."""
