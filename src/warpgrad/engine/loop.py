@@ -45,7 +45,7 @@ from warpgrad.engine.results import (
 )
 from warpgrad.experiments import Experiment, Profile, build_method, get_experiment
 from warpgrad.methods.base import MetaLearner
-from warpgrad.tasks.base import Task, TaskFamily, sample_tasks
+from warpgrad.tasks.base import Task, TaskFamily, family_split, sample_tasks
 
 TASK_SEED_OFFSET = 0
 STEP_SEED_OFFSET = 1
@@ -171,7 +171,7 @@ class _Run:
     def start(cls, experiment: Experiment, method: str, profile: Profile, seed: int) -> _Run:
         learner = build_method(experiment, method, profile, seed)  # seeds the global RNG
         family = experiment.make_family(profile)
-        val_tasks = sample_tasks(family, profile.val_tasks, _generator(VAL_SEED_OFFSET + seed))
+        val_tasks = sample_tasks(family_split(family, "val"), profile.val_tasks, _generator(VAL_SEED_OFFSET + seed))
         return cls(
             experiment,
             method,
@@ -360,7 +360,7 @@ def train(
                 raise TrainingInterrupted(method, state.step, prof.meta_steps, ckpt_path)
             start = state.step
             while state.step < prof.meta_steps:
-                tasks = sample_tasks(state.family, prof.meta_batch, state.task_generator)
+                tasks = sample_tasks(family_split(state.family, "train"), prof.meta_batch, state.task_generator)
                 train_metrics = state.learner.meta_step(tasks, state.step_generator)
                 state.step += 1
                 bar.update(1)
@@ -379,7 +379,7 @@ def train(
     finally:
         bar.close()
 
-    test_tasks = sample_tasks(state.family, prof.test_tasks, _generator(TEST_SEED_OFFSET + seed))
+    test_tasks = sample_tasks(family_split(state.family, "test"), prof.test_tasks, _generator(TEST_SEED_OFFSET + seed))
     test_start = time.perf_counter()
     out = state.learner.evaluate(test_tasks, _generator(EVAL_SEED_OFFSET + seed))
     test_time = time.perf_counter() - test_start

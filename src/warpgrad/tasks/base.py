@@ -38,6 +38,13 @@ class TaskFamily(Protocol):
     def sample(self, generator: torch.Generator) -> Task: ...
 
 
+def family_split(family: TaskFamily, split: str) -> TaskFamily:
+    """The family's tasks for ``split`` (``train``/``val``/``test``): ``family.split(split)`` when
+    the family has disjoint splits (e.g. held-out classes), else the family itself (sine)."""
+    splitter = getattr(family, "split", None)
+    return splitter(split) if callable(splitter) else family
+
+
 def sample_tasks(family: TaskFamily, n: int, generator: torch.Generator) -> list[Task]:
     """``n`` tasks drawn in order from ``family`` with ``generator``."""
     return [family.sample(generator) for _ in range(n)]
