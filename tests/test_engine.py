@@ -377,3 +377,15 @@ def test_sine_smoke_run_all_methods_share_test_tasks(tmp_path):
     assert entry["n_tasks"] == get_experiment("sine").profile("smoke").test_tasks
     # baseline never meta-learns: its validation curve is flat
     assert len({row["val_mse"] for row in entry["history"]}) == 1
+
+
+def test_a_diverging_method_stops_with_one_line_naming_the_step(tmp_path, capsys, monkeypatch):
+    from warpgrad import cli
+    from warpgrad.methods.base import NoMetaLearning
+
+    monkeypatch.setattr(NoMetaLearning, "meta_step", lambda self, tasks, generator: {"meta_loss": float("nan")})
+    argv = ["run", "sine", "--method", "baseline", "--profile", "smoke", "--out", str(tmp_path), "--no-progress"]
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and "baseline diverged at meta-step 1 (meta_loss = nan)" in err[0]

@@ -193,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         return _fail(str(error))
+    except ArithmeticError as error:  # the engine's TrainingDiverged: one line, no traceback
+        return _fail(str(error), EXIT_FAILURE)
     except OSError as error:
         if debug:
             raise

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -58,6 +59,19 @@ CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.csv"
 PLOT_FILE = "learning_curves.png"
 CHECKPOINT_FORMAT = 1
+
+
+class TrainingDiverged(ArithmeticError):
+    """A meta-step produced a non-finite metric; the last checkpoint holds the state before it."""
+
+
+def check_finite(method: str, step: int, metrics: dict[str, float]) -> None:
+    """Raise :class:`TrainingDiverged` naming the first non-finite meta-step metric."""
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"{method} diverged at meta-step {step} ({name} = {value}); lower its meta learning rate"
+            )
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -362,6 +376,7 @@ def train(
             while state.step < prof.meta_steps:
                 tasks = sample_tasks(family_split(state.family, "train"), prof.meta_batch, state.task_generator)
                 train_metrics = state.learner.meta_step(tasks, state.step_generator)
+                check_finite(method, state.step + 1, train_metrics)
                 state.step += 1
                 bar.update(1)
                 last = state.step == prof.meta_steps
