@@ -234,11 +234,13 @@ def _extract_members(archive: zipfile.ZipFile, zip_path: Path, out: Path, strip_
     root = out.resolve()
     for info in archive.infolist():
         name = info.filename
+        if name.startswith("__MACOSX/"):
+            continue
         if strip_prefix:
             if not name.startswith(strip_prefix):
                 raise DataError(f"{zip_path}: member {name!r} is not under {strip_prefix!r}; unexpected layout")
             name = name[len(strip_prefix) :]
-        if not name or name.startswith("__MACOSX/"):
+        if not name:
             continue
         dest = (out / name).resolve()
         if root not in dest.parents and dest != root:
