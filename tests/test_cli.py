@@ -151,3 +151,33 @@ def test_ctrl_c_saves_and_prints_how_to_resume(capsys, tmp_path, monkeypatch):
     resumed = json.loads((tmp_path / "b" / "results.json").read_text())
     for key in ("mean", "ci95", "n_tasks", "steps", "per_task"):
         assert resumed["methods"]["baseline"][key] == full["methods"]["baseline"][key]
+
+
+def test_set_overrides_a_setting_records_it_and_guards_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["run", "sine", "--method", "baseline", "--profile", "smoke", "--out", str(out), "--no-progress"]
+    assert main([*base, "--set", "meta_steps=3", "--set", "hidden=8,8"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"] == "hidden=8,8,meta_steps=3"
+    assert results["methods"]["baseline"]["steps"] == 3
+    capsys.readouterr()
+    assert main([*base, "--resume"]) == 2  # the checkpoint was written with other settings
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "settings='hidden=8,8,meta_steps=3'" in err[0]
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("warpgrad.objectiv=exact", "unknown setting 'warpgrad.objectiv'; allowed: meta_steps"),
+        ("meta_steps=abc", "setting meta_steps='abc': expected a value like 4"),
+        ("meta_steps=0", "must be >= 1"),
+        ("warp=linear", "unknown setting 'warp'"),
+        ("nokey", "--set expects KEY=VALUE"),
+        ("warpgrad.objective=second", "unknown objective 'second'"),
+    ],
+)
+def test_bad_set_values_are_one_line_and_exit_2(tmp_path, capsys, setting, message):
+    code = main(["run", "sine", "--method", "warpgrad", "--profile", "smoke", "--out", str(tmp_path), "--set", setting])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err

@@ -73,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="stop after N meta-steps in this invocation, checkpointed (continue with --resume)",
     )
+    run.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        type=_setting,
+        metavar="KEY=VALUE",
+        help="override a profile setting, e.g. --set ways=20 --set warpgrad.objective=first_order "
+        "(repeatable; an unknown KEY lists the allowed ones)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
 
@@ -83,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("out", type=Path, help="a run's output directory (holding results.json)")
     report.set_defaults(handler=_report)
     return parser
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
 
 
 def _resume_command(args: argparse.Namespace, methods: list[str], out_dir: Path) -> str:
@@ -98,6 +115,7 @@ def _resume_command(args: argparse.Namespace, methods: list[str], out_dir: Path)
         str(out_dir),
         "--seed",
         str(args.seed),
+        *[part for key, value in args.settings for part in ("--set", f"{key}={value}")],
         "--resume",
     ]
     return " ".join(shlex.quote(p) for p in parts)
@@ -108,7 +126,8 @@ def _run(args: argparse.Namespace) -> int:
     from warpgrad.engine.loop import resolve_experiment, resolve_methods
 
     experiment = resolve_experiment(args.experiment)
-    experiment.profile(args.profile)
+    settings = dict(args.settings)
+    experiment.profile(args.profile).with_overrides(settings)  # unknown keys and bad values: exit 2 now
     methods = resolve_methods(experiment, args.method)
     out_dir = args.out if args.out is not None else default_out_dir(experiment.name, args.profile)
     resume = _resume_command(args, methods, out_dir)
@@ -122,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
             resume=args.resume,
             stop_after=args.stop_after,
             progress=not args.no_progress,
+            settings=settings,
         )
     except TrainingInterrupted as stop:
         print(
@@ -143,19 +163,31 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _list(args: argparse.Namespace) -> int:
-    from warpgrad.experiments import EXPERIMENTS
+def _dataset_status(name: str | None) -> str:
+    if name is None:
+        return "generated (no download)"
+    try:
+        from warpgrad.data.registry import DATASETS
+    except ImportError:  # pragma: no cover - the registry ships with the package
+        return name
+    info = DATASETS.get(name)
+    return f"{name}: {info.status()}" if info is not None else name
 
-    lines = ["experiments:"]
+
+def _list(args: argparse.Namespace) -> int:
+    from warpgrad.experiments import EXPERIMENTS, METHODS
+
+    lines = ["experiments (every experiment runs every method; --set KEY=VALUE overrides a profile setting):"]
     for experiment in EXPERIMENTS.values():
         lines.append(f"  {experiment.name}: {experiment.description}")
-        width = max(map(len, [*experiment.methods, *experiment.profiles]))
-        lines.append("    methods:")
-        for name, spec in experiment.methods.items():
-            lines.append(f"      {name.ljust(width)}  {spec.description}")
-        lines.append("    profiles:")
+        lines.append(f"    data: {_dataset_status(experiment.dataset)}")
+        width = max(map(len, experiment.profiles))
         for name, profile in experiment.profiles.items():
-            lines.append(f"      {name.ljust(width)}  {profile.description}")
+            lines.append(f"    {name.ljust(width)}  {profile.description}")
+    lines.append("methods:")
+    width = max(map(len, METHODS))
+    for name, (description, _, _) in METHODS.items():
+        lines.append(f"  {name.ljust(width)}  {description}")
     print("\n".join(lines))
     return EXIT_OK
 
@@ -189,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("WARPGRAD_DEBUG", "") not in ("", "0")
     try:
         return args.handler(args)
+    except BrokenPipeError:  # e.g. `warpgrad list | head`: the reader left, nothing to report
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
+        return EXIT_OK
     except (ValueError, TypeError) as error:
         if debug:
             raise

@@ -2,20 +2,25 @@
 
 Each experiment has profiles ``smoke`` (seconds; for tests), ``quick`` (minutes on 2 CPU cores)
 and ``paper`` (the paper's protocol, for a GPU). A profile fixes the engine's schedule (meta
-steps, meta-batch, evaluation) and the experiment's options (network, inner loop, learning
-rates); each method is built from the profile by a builder function.
+steps, meta-batch, evaluation) and the experiment's options (data, network, inner loop, each
+method's meta-optimiser); ``--set KEY=VALUE`` overrides an option or a schedule field.
+
+Every method of an experiment is built by the same recipe: the experiment's network (with warp
+layers for the methods that use them), the experiment's inner optimiser and inner steps, and the
+method's own options from ``profile.options[METHOD]``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from warpgrad.functional import make_inner_optimizer
-from warpgrad.layers import MLP
+from warpgrad.layers import MLP, Conv4
 from warpgrad.methods.base import MetaLearner, NoMetaLearning
 from warpgrad.methods.finetune import FineTune
 from warpgrad.methods.leap import Leap
@@ -27,6 +32,7 @@ from warpgrad.tasks.base import TaskFamily
 from warpgrad.tasks.sine import SineFamily
 
 PROFILE_NAMES = ("smoke", "quick", "paper")
+SCHEDULE_FIELDS = ("meta_steps", "meta_batch", "eval_every", "val_tasks", "test_tasks", "checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,65 @@ class Profile:
     test_tasks: int
     checkpoint_every: int
     options: dict[str, Any] = field(default_factory=dict)
+    settings: str = ""  # the --set overrides applied, canonical "k=v,k=v" (recorded in checkpoints and results)
+
+    def with_overrides(self, overrides: dict[str, str]) -> Profile:
+        """A copy with ``KEY=VALUE`` overrides applied (values parsed to the current value's type).
+
+        Keys are schedule fields (``meta_steps``, ...), top-level options (``inner_steps``) or
+        nested options with dots (``warpgrad.objective``).
+        """
+        schedule = {f.name: getattr(self, f.name) for f in fields(self) if f.name in SCHEDULE_FIELDS}
+        options = copy.deepcopy(self.options)
+        for key, text in overrides.items():
+            if key in schedule:
+                schedule[key] = _parse_like(key, text, schedule[key])
+                if schedule[key] < 1:
+                    raise ValueError(f"setting {key}={text!r}: must be >= 1")
+                continue
+            node, parts = options, key.split(".")
+            for part in parts[:-1]:
+                node = node.get(part) if isinstance(node, dict) else None
+                if not isinstance(node, dict):
+                    break
+            if not isinstance(node, dict) or parts[-1] not in node or isinstance(node[parts[-1]], dict):
+                raise ValueError(f"unknown setting {key!r}; allowed: {', '.join(self.setting_names())}")
+            node[parts[-1]] = _parse_like(key, text, node[parts[-1]])
+        applied = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+        settings = ",".join(filter(None, [self.settings, applied]))
+        return replace(self, options=options, settings=settings, **schedule)
+
+    def setting_names(self) -> list[str]:
+        names = list(SCHEDULE_FIELDS)
+
+        def walk(prefix: str, node: dict[str, Any]) -> None:
+            for k, v in node.items():
+                if isinstance(v, dict):
+                    walk(f"{prefix}{k}.", v)
+                else:
+                    names.append(prefix + k)
+
+        walk("", self.options)
+        return names
+
+
+def _parse_like(key: str, text: str, current: Any) -> Any:
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, tuple):
+            return tuple(int(v) for v in text.split(","))
+        if current is None:
+            return None if text.lower() == "none" else int(text)
+        return text
+    except ValueError:
+        raise ValueError(f"setting {key}={text!r}: expected a value like {current!r}") from None
 
 
 @dataclass(frozen=True)
@@ -57,6 +122,7 @@ class Experiment:
     profiles: dict[str, Profile]
     make_family: Callable[[Profile], TaskFamily]
     methods: dict[str, MethodSpec]
+    dataset: str | None = None
 
     def profile(self, name: str) -> Profile:
         if name not in self.profiles:
@@ -69,67 +135,76 @@ class Experiment:
         return self.methods[name]
 
 
-# --------------------------------------------------------------------------------------- sine
+# ------------------------------------------------------------------------------ method recipes
 
 
-def _sine_inner(options: dict[str, Any]):
-    return make_inner_optimizer(options["inner_optimizer"], lr=options["inner_lr"])
+def _inner(o: dict[str, Any]):
+    return make_inner_optimizer(o["inner_optimizer"], lr=o["inner_lr"])
 
 
-Builder = Callable[[Profile], MetaLearner]
+Factory = Callable[[nn.Module, dict[str, Any]], MetaLearner]
 
-
-def _sine_method(make: Callable[[nn.Module, dict[str, Any]], MetaLearner], warps: bool) -> Builder:
-    """A builder: the sine MLP (with warp layers when ``warps``) handed to ``make``."""
-
-    def build(profile: Profile) -> MetaLearner:
-        o = profile.options
-        return make(MLP(1, o["hidden"], 1, warp=o["warp"] if warps else None), o)
-
-    return build
-
-
-SINE_METHODS = {
-    "baseline": MethodSpec(
+#: name -> (description, uses warp layers, factory(model, options))
+METHODS: dict[str, tuple[str, bool, Factory]] = {
+    "baseline": (
         "no meta-learning: the WarpGrad network (identity warps) adapted from its random init",
-        _sine_method(lambda m, o: NoMetaLearning(m, _sine_inner(o), o["inner_steps"]), warps=True),
+        True, lambda m, o: NoMetaLearning(m, _inner(o), o["inner_steps"]),
     ),
-    "warpgrad": MethodSpec(
-        "WarpGrad: meta-learned warp layers + Warp-MAML initialisation",
-        _sine_method(lambda m, o: WarpGrad(m, _sine_inner(o), o["inner_steps"], **o["warpgrad"]), warps=True),
+    "warpgrad": (
+        "WarpGrad: meta-learned warp layers (+ Warp-MAML or Warp-Leap initialisation)",
+        True, lambda m, o: WarpGrad(m, _inner(o), o["inner_steps"], **o["warpgrad"]),
     ),
-    "maml": MethodSpec(
+    "maml": (
         "MAML: second-order meta-gradient through the inner loop",
-        _sine_method(lambda m, o: MAML(m, _sine_inner(o), o["inner_steps"], **o["maml"]), warps=False),
+        False, lambda m, o: MAML(m, _inner(o), o["inner_steps"], **o["maml"]),
     ),
-    "fomaml": MethodSpec(
+    "fomaml": (
         "first-order MAML",
-        _sine_method(
-            lambda m, o: MAML(m, _sine_inner(o), o["inner_steps"], first_order=True, **o["fomaml"]), warps=False
-        ),
+        False, lambda m, o: MAML(m, _inner(o), o["inner_steps"], first_order=True, **o["fomaml"]),
     ),
-    "metasgd": MethodSpec(
+    "metasgd": (
         "Meta-SGD: MAML with a learned learning rate per parameter",
-        _sine_method(lambda m, o: MetaSGD(m, o["inner_steps"], inner_lr=o["inner_lr"], **o["metasgd"]), warps=False),
+        False, lambda m, o: MetaSGD(m, o["inner_steps"], inner_lr=o["inner_lr"], **o["metasgd"]),
     ),
-    "reptile": MethodSpec(
+    "reptile": (
         "Reptile: move θ₀ towards the adapted parameters",
-        _sine_method(lambda m, o: Reptile(m, _sine_inner(o), o["inner_steps"], **o["reptile"]), warps=False),
+        False, lambda m, o: Reptile(m, _inner(o), o["inner_steps"], **o["reptile"]),
     ),
-    "leap": MethodSpec(
+    "leap": (
         "Leap: shorten the task training paths",
-        _sine_method(lambda m, o: Leap(m, _sine_inner(o), o["inner_steps"], **o["leap"]), warps=False),
+        False, lambda m, o: Leap(m, _inner(o), o["inner_steps"], **o["leap"]),
     ),
-    "tnets": MethodSpec(
+    "tnets": (
         "T-Nets: linear warp layers and θ₀ learned by second-order MAML",
-        _sine_method(lambda m, o: TNets(m, _sine_inner(o), o["inner_steps"], **o["tnets"]), warps=True),
+        True, lambda m, o: TNets(m, _inner(o), o["inner_steps"], **o["tnets"]),
     ),
-    "finetune": MethodSpec(
+    "finetune": (
         "fine-tuning: joint pre-training on the meta-training tasks, then adaptation",
-        _sine_method(lambda m, o: FineTune(m, _sine_inner(o), o["inner_steps"], **o["finetune"]), warps=False),
+        False, lambda m, o: FineTune(m, _inner(o), o["inner_steps"], **o["finetune"]),
     ),
 }
 
+
+def method_specs(make_model: Callable[[dict[str, Any], bool], nn.Module]) -> dict[str, MethodSpec]:
+    """Every method of :data:`METHODS` on the network ``make_model(options, warps)``."""
+
+    def spec(description: str, warps: bool, factory: Factory) -> MethodSpec:
+        return MethodSpec(description, lambda p: factory(make_model(p.options, warps), p.options))
+
+    return {name: spec(*recipe) for name, recipe in METHODS.items()}
+
+
+def _adam(lr: float) -> dict[str, Any]:
+    return {"meta_optimizer": "adam", "meta_lr": lr}
+
+
+def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    out.update(changes)
+    return out
+
+
+# --------------------------------------------------------------------------------------- sine
 
 _SINE_OPTIONS: dict[str, Any] = {
     "shots": 10,
@@ -149,21 +224,14 @@ _SINE_OPTIONS: dict[str, Any] = {
         "meta_loss_data": "train",
     },
     # meta learning rates: the best of {1e-3, 3e-3, 1e-2, 3e-2} on validation tasks (docs/experiments.md)
-    "maml": {"meta_optimizer": "adam", "meta_lr": 3e-2},
-    "fomaml": {"meta_optimizer": "adam", "meta_lr": 3e-2},
-    "metasgd": {"meta_optimizer": "adam", "meta_lr": 1e-3},
-    "tnets": {"meta_optimizer": "adam", "meta_lr": 1e-2},
-    "reptile": {"meta_optimizer": "adam", "meta_lr": 3e-2},
-    "leap": {"meta_optimizer": "adam", "meta_lr": 3e-2},
-    "finetune": {"meta_optimizer": "adam", "meta_lr": 1e-2},
+    "maml": _adam(3e-2),
+    "fomaml": _adam(3e-2),
+    "metasgd": _adam(1e-3),
+    "tnets": _adam(1e-2),
+    "reptile": _adam(3e-2),
+    "leap": _adam(3e-2),
+    "finetune": _adam(1e-2),
 }
-
-
-def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    out = dict(base)
-    out.update(changes)
-    return out
-
 
 SINE = Experiment(
     name="sine",
@@ -186,10 +254,202 @@ SINE = Experiment(
         ),
     },
     make_family=lambda p: SineFamily(shots=p.options["shots"], test_points=p.options["test_points"]),
-    methods=SINE_METHODS,
+    methods=method_specs(lambda o, warps: MLP(1, o["hidden"], 1, warp=o["warp"] if warps else None)),
 )
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (SINE,)}
+# ------------------------------------------------------------------------------ image datasets
+
+
+def _conv4(o: dict[str, Any], warps: bool) -> nn.Module:
+    return Conv4(o["channels"], o["ways"], o["image_size"], o["width"], warp=o["warp"] if warps else None)
+
+
+def _load_dataset(name: str, o: dict[str, Any]):
+    from warpgrad.data.registry import DATASETS
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    return DATASETS[name].load(**o["data"])
+
+
+def _multishot_family(dataset: str) -> Callable[[Profile], TaskFamily]:
+    def make(p: Profile) -> TaskFamily:
+        from warpgrad.tasks.classification import MultiShotFamily
+
+        o = p.options
+        return MultiShotFamily(
+            _load_dataset(dataset, o), o["ways"], o["train_per_class"], o["test_per_class"], o["batch_size"],
+            o["augment"],
+        )
+
+    return make
+
+
+def _fewshot_family(dataset: str) -> Callable[[Profile], TaskFamily]:
+    def make(p: Profile) -> TaskFamily:
+        from warpgrad.tasks.classification import EpisodeFamily
+
+        o = p.options
+        return EpisodeFamily(_load_dataset(dataset, o), o["ways"], o["shots"], o["queries"])
+
+    return make
+
+
+def _image_methods(warp_lr: float, init: str, init_lr: float, meta_lr: float, **warpgrad: Any) -> dict[str, Any]:
+    """Per-method options shared by the image experiments (one meta-optimiser setting for all)."""
+    return {
+        "warpgrad": {
+            "objective": "exact", "algorithm": "offline", "init": init, "meta_optimizer": "adam",
+            "warp_lr": warp_lr, "init_lr": init_lr, "meta_loss_data": "train", **warpgrad,
+        },
+        **{m: _adam(meta_lr) for m in ("maml", "fomaml", "metasgd", "tnets", "reptile", "leap", "finetune")},
+    }
+
+
+def _profiles(smoke: dict[str, Any], quick: tuple[str, dict[str, Any], dict[str, Any]],
+              paper: tuple[str, dict[str, Any], dict[str, Any]]) -> dict[str, Profile]:
+    """smoke/quick/paper profiles from (description, schedule, options) triples."""
+    profiles = {"smoke": Profile("smoke", "seconds: 2 meta-steps on tiny tasks (tests)", **smoke)}
+    for name, (description, schedule, options) in (("quick", quick), ("paper", paper)):
+        profiles[name] = Profile(name, description, **schedule, options=options)
+    return profiles
+
+
+def _schedule(meta_steps: int, meta_batch: int, eval_every: int, val_tasks: int, test_tasks: int) -> dict[str, int]:
+    return {"meta_steps": meta_steps, "meta_batch": meta_batch, "eval_every": eval_every, "val_tasks": val_tasks,
+            "test_tasks": test_tasks, "checkpoint_every": eval_every}
+
+
+# Omniglot multi-shot (WarpGrad / Leap protocol): 20-way tasks of one alphabet, 15 train / 5 test
+# images per character, affine augmentation, 100 inner SGD steps at lr 0.1, 3×3 conv warps.
+_OMNIGLOT_MULTISHOT = {
+    "data": {"image_size": 28}, "channels": 1, "image_size": 28, "width": 64, "warp": {},
+    "ways": 20, "train_per_class": 15, "test_per_class": 5, "batch_size": 20, "augment": True,
+    "inner_optimizer": "sgd", "inner_lr": 0.1, "inner_steps": 100,
+    **_image_methods(warp_lr=0.1, init="leap", init_lr=0.1, meta_lr=0.1, meta_optimizer="sgd"),
+}
+_KANJI_MULTISHOT = _with(
+    _OMNIGLOT_MULTISHOT,
+    data={"n_classes": 600, "drawings": 20, "image_size": 28, "seed": 0, "group_by": "radical",
+          "min_group_size": 20},
+)
+_KANJI_MULTISHOT_QUICK = _with(
+    _KANJI_MULTISHOT, ways=5, width=32, inner_steps=20, batch_size=20,
+    **_image_methods(warp_lr=3e-3, init="leap", init_lr=3e-3, meta_lr=3e-3),
+)
+
+
+def _multishot_smoke(options: dict[str, Any]) -> dict[str, Any]:
+    return {**_schedule(2, 2, 1, 2, 2), "options": _with(options, ways=3, width=4, inner_steps=2, batch_size=6)}
+
+
+# Few-shot (MAML protocol): N-way K-shot episodes, 15 queries per class, Conv4 with warps.
+_OMNIGLOT_FEWSHOT = {
+    "data": {"image_size": 28}, "channels": 1, "image_size": 28, "width": 64, "warp": {},
+    "ways": 5, "shots": 1, "queries": 15,
+    "inner_optimizer": "sgd", "inner_lr": 0.4, "inner_steps": 1,
+    **_image_methods(warp_lr=1e-3, init="maml", init_lr=1e-3, meta_lr=1e-3),
+}
+_KANJI_FEWSHOT = _with(
+    _OMNIGLOT_FEWSHOT,
+    data={"n_classes": 1200, "drawings": 20, "image_size": 28, "seed": 0, "group_by": "radical", "min_group_size": 1},
+)
+_MINIIMAGENET = {
+    "data": {}, "channels": 3, "image_size": 84, "width": 32, "warp": {},
+    "ways": 5, "shots": 1, "queries": 15,
+    "inner_optimizer": "sgd", "inner_lr": 0.01, "inner_steps": 5,
+    **_image_methods(warp_lr=1e-3, init="maml", init_lr=1e-3, meta_lr=1e-3),
+}
+
+
+def _fewshot_smoke(options: dict[str, Any]) -> dict[str, Any]:
+    return {**_schedule(2, 2, 1, 2, 2), "options": _with(options, width=4, queries=2)}
+
+
+def _image_experiment(name: str, description: str, dataset: str, kind: str, profiles: dict[str, Profile],
+                      make_model: Callable[[dict[str, Any], bool], nn.Module] = _conv4) -> Experiment:
+    family = _multishot_family(dataset) if kind == "multishot" else _fewshot_family(dataset)
+    return Experiment(name, description, profiles, family, method_specs(make_model), dataset)
+
+
+OMNIGLOT_MULTISHOT = _image_experiment(
+    "omniglot-multishot",
+    "Omniglot multi-shot (WarpGrad/Leap): 20-way tasks of one alphabet, 15 train / 5 test images per character.",
+    "omniglot", "multishot",
+    _profiles(
+        _multishot_smoke(_OMNIGLOT_MULTISHOT),
+        ("minutes on 2 CPU cores: 5-way, width 32, 20 inner steps, 150 meta-steps of 4 tasks",
+         _schedule(150, 4, 25, 8, 20), _with(_KANJI_MULTISHOT_QUICK, data={"image_size": 28})),
+        ("the paper's protocol: 20-way, Conv4-64, 100 inner SGD steps at 0.1, 1000 meta-steps of 20 tasks",
+         _schedule(1000, 20, 50, 20, 100), _OMNIGLOT_MULTISHOT),
+    ),
+)
+KANJI_MULTISHOT = _image_experiment(
+    "kanji-multishot",
+    "KanjiVG multi-shot (offline Omniglot stand-in): tasks of 20 characters sharing a radical, 15/5 drawings each.",
+    "kanjivg", "multishot",
+    _profiles(
+        _multishot_smoke(_with(_KANJI_MULTISHOT, data={**_KANJI_MULTISHOT["data"], "n_classes": 200,
+                                                        "min_group_size": 3})),
+        ("minutes on 2 CPU cores: 5-way, width 32, 20 inner steps, 150 meta-steps of 4 tasks",
+         _schedule(150, 4, 25, 8, 20), _KANJI_MULTISHOT_QUICK),
+        ("Omniglot multi-shot protocol on KanjiVG: 20-way, 100 inner steps, 1000 meta-steps of 20 tasks",
+         _schedule(1000, 20, 50, 20, 100), _KANJI_MULTISHOT),
+    ),
+)
+OMNIGLOT_FEWSHOT = _image_experiment(
+    "omniglot-fewshot",
+    "Omniglot few-shot (MAML protocol): N-way K-shot episodes (--set ways=20 --set shots=5 for the variants).",
+    "omniglot", "fewshot",
+    _profiles(
+        _fewshot_smoke(_OMNIGLOT_FEWSHOT),
+        ("minutes on 2 CPU cores: 5-way 1-shot, width 32, 300 meta-steps of 8 episodes",
+         _schedule(300, 8, 50, 32, 200), _with(_OMNIGLOT_FEWSHOT, width=32)),
+        ("MAML's protocol: Conv4-64, 1 inner step at 0.4, 60k meta-steps of 32 episodes, 600 test episodes",
+         _schedule(60_000, 32, 1000, 100, 600), _OMNIGLOT_FEWSHOT),
+    ),
+)
+KANJI_FEWSHOT = _image_experiment(
+    "kanji-fewshot",
+    "KanjiVG few-shot: N-way K-shot episodes of rendered kanji (offline stand-in for omniglot-fewshot).",
+    "kanjivg", "fewshot",
+    _profiles(
+        _fewshot_smoke(_with(_KANJI_FEWSHOT, data={**_KANJI_FEWSHOT["data"], "n_classes": 60})),
+        ("minutes on 2 CPU cores: 5-way 1-shot, width 32, 300 meta-steps of 8 episodes",
+         _schedule(300, 8, 50, 32, 200), _with(_KANJI_FEWSHOT, width=32)),
+        ("omniglot-fewshot's protocol on KanjiVG: 60k meta-steps of 32 episodes, 600 test episodes",
+         _schedule(60_000, 32, 1000, 100, 600), _KANJI_FEWSHOT),
+    ),
+)
+MINIIMAGENET = _image_experiment(
+    "miniimagenet",
+    "miniImageNet 5-way 1/5-shot (64/16/20 classes; --set shots=5), Conv4-32 with warps (Warp-MAML).",
+    "miniimagenet", "fewshot",
+    _profiles(
+        _fewshot_smoke(_MINIIMAGENET),
+        ("minutes on 2 CPU cores: 5-way 1-shot, width 16, 200 meta-steps of 4 episodes",
+         _schedule(200, 4, 50, 16, 100), _with(_MINIIMAGENET, width=16)),
+        ("the paper's protocol: Conv4-32, 5 inner steps at 0.01, 60k meta-steps of 4 episodes, 600 test episodes",
+         _schedule(60_000, 4, 1000, 100, 600), _MINIIMAGENET),
+    ),
+)
+TIEREDIMAGENET = _image_experiment(
+    "tieredimagenet",
+    "tieredImageNet 5-way 1/5-shot (351/97/160 classes; --set shots=5), Conv4-32 with warps (Warp-MAML).",
+    "tieredimagenet", "fewshot",
+    _profiles(
+        _fewshot_smoke(_MINIIMAGENET),
+        ("minutes on 2 CPU cores: 5-way 1-shot, width 16, 200 meta-steps of 4 episodes",
+         _schedule(200, 4, 50, 16, 100), _with(_MINIIMAGENET, width=16)),
+        ("the paper's protocol: Conv4-32, 5 inner steps at 0.01, 60k meta-steps of 4 episodes, 600 test episodes",
+         _schedule(60_000, 4, 1000, 100, 600), _MINIIMAGENET),
+    ),
+)
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (SINE, KANJI_MULTISHOT, KANJI_FEWSHOT, OMNIGLOT_MULTISHOT, OMNIGLOT_FEWSHOT, MINIIMAGENET, TIEREDIMAGENET)
+}
 
 
 def get_experiment(name: str) -> Experiment:

@@ -24,7 +24,7 @@ from typing import IO, Any, Callable
 
 import torch
 
-CONFIG_FIELDS = ("experiment", "method", "profile", "seed")
+CONFIG_FIELDS = ("experiment", "method", "profile", "seed", "settings")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:

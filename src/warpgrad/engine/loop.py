@@ -141,7 +141,16 @@ def checkpoint_path(out_dir: str | Path, method: str) -> Path:
 
 
 def _config(experiment: Experiment, method: str, profile: Profile, seed: int) -> dict[str, Any]:
-    return {"experiment": experiment.name, "method": method, "profile": profile.name, "seed": seed}
+    return {
+        "experiment": experiment.name, "method": method, "profile": profile.name, "seed": seed,
+        "settings": profile.settings,
+    }
+
+
+def resolve_profile(experiment: Experiment, profile: str | Profile, settings: dict[str, str] | None = None) -> Profile:
+    """The named profile of ``experiment`` (or ``profile`` itself) with ``--set`` overrides applied."""
+    base = profile if isinstance(profile, Profile) else experiment.profile(profile)
+    return base.with_overrides(settings) if settings else base
 
 
 def load_run_checkpoint(
@@ -241,14 +250,14 @@ class _Run:
 
 
 def initialize_checkpoint(
-    experiment: str | Experiment, method: str, profile: str, seed: int, out_dir: str | Path
+    experiment: str | Experiment, method: str, profile: str | Profile, seed: int, out_dir: str | Path
 ) -> Path:
     """Write ``method``'s step-0 checkpoint (a freshly built learner) and return its path.
 
     Resuming from it is identical to starting afresh, so a run can always be resumed.
     """
     exp = resolve_experiment(experiment)
-    state = _Run.start(exp, method, exp.profile(profile), seed)
+    state = _Run.start(exp, method, resolve_profile(exp, profile), seed)
     path = checkpoint_path(out_dir, method)
     save_checkpoint(path, state.checkpoint())
     return path
@@ -298,6 +307,7 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """Meta-train one method, evaluate it on held-out tasks, and return its results entry.
 
@@ -325,7 +335,7 @@ def train(
         TrainingInterrupted: on Ctrl-C, after saving a checkpoint of the last completed step.
     """
     exp = resolve_experiment(experiment)
-    prof = exp.profile(profile)
+    prof = resolve_profile(exp, profile, settings)
     exp.method(method)
     check_seed(seed)
     _check_stop_after(stop_after)
@@ -434,6 +444,7 @@ def run(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """Train and evaluate several methods; write ``results.json`` and ``learning_curves.png``.
 
@@ -457,13 +468,13 @@ def run(
         TrainingInterrupted: on Ctrl-C, after saving a checkpoint.
     """
     exp = resolve_experiment(experiment)
-    prof = exp.profile(profile)
+    prof = resolve_profile(exp, profile, settings)
     names = resolve_methods(exp, methods)
     check_seed(seed)
     _check_stop_after(stop_after)
     out_dir = default_out_dir(exp.name, prof.name) if out_dir is None else Path(out_dir)
     results_path = out_dir / RESULTS_FILE
-    run_info = {"experiment": exp.name, "profile": prof.name, "seed": seed}
+    run_info = {"experiment": exp.name, "profile": prof.name, "seed": seed, "settings": prof.settings}
     if resume:
         for name in names:
             load_run_checkpoint(exp, name, prof, seed, out_dir)
@@ -471,10 +482,10 @@ def run(
     check_compatible(results, run_info, results_path)
     if not resume:
         for name in names:
-            initialize_checkpoint(exp, name, prof.name, seed, out_dir)
+            initialize_checkpoint(exp, name, prof, seed, out_dir)
 
     for name in names:
-        entry = train(exp, name, prof.name, seed, out_dir, resume=True, stop_after=stop_after, progress=progress)
+        entry = train(exp, name, prof, seed, out_dir, resume=True, stop_after=stop_after, progress=progress)
         if entry is None:
             return None
         run_info.update(metric=entry["metric"], lower_is_better=entry["lower_is_better"])

@@ -26,7 +26,7 @@ import torch
 from warpgrad.engine.checkpoint import atomic_write_text
 
 RESULTS_FILE = "results.json"
-RUN_FIELDS = ("experiment", "profile", "seed")
+RUN_FIELDS = ("experiment", "profile", "seed", "settings")
 
 
 def mean_ci95(values: Sequence[float] | torch.Tensor) -> tuple[float, float | None]:
