@@ -13,6 +13,7 @@ method's own options from ``profile.options[METHOD]``.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
@@ -222,6 +223,8 @@ _SINE_OPTIONS: dict[str, Any] = {
         "warp_lr": 1e-2,
         "init_lr": 1e-2,
         "meta_loss_data": "train",
+        "buffer_size": 256,
+        "warp_batch": None,
     },
     # meta learning rates: the best of {1e-3, 3e-3, 1e-2, 3e-2} on validation tasks (docs/experiments.md)
     "maml": _adam(3e-2),
@@ -265,11 +268,17 @@ def _conv4(o: dict[str, Any], warps: bool) -> nn.Module:
 
 
 def _load_dataset(name: str, o: dict[str, Any]):
+    """The dataset, loaded once per process for each set of loader arguments (methods share it)."""
+    return _load_dataset_cached(name, tuple(sorted(o["data"].items())))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_dataset_cached(name: str, arguments: tuple[tuple[str, Any], ...]):
     from warpgrad.data.registry import DATASETS
 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
-    return DATASETS[name].load(**o["data"])
+    return DATASETS[name].load(**dict(arguments))
 
 
 def _multishot_family(dataset: str) -> Callable[[Profile], TaskFamily]:
@@ -300,7 +309,8 @@ def _image_methods(warp_lr: float, init: str, init_lr: float, meta_lr: float, **
     return {
         "warpgrad": {
             "objective": "exact", "algorithm": "offline", "init": init, "meta_optimizer": "adam",
-            "warp_lr": warp_lr, "init_lr": init_lr, "meta_loss_data": "train", **warpgrad,
+            "warp_lr": warp_lr, "init_lr": init_lr, "meta_loss_data": "train", "buffer_size": 256, "warp_batch": 32,
+            **warpgrad,
         },
         **{m: _adam(meta_lr) for m in ("maml", "fomaml", "metasgd", "tnets", "reptile", "leap", "finetune")},
     }
@@ -334,8 +344,8 @@ _KANJI_MULTISHOT = _with(
           "min_group_size": 20},
 )
 _KANJI_MULTISHOT_QUICK = _with(
-    _KANJI_MULTISHOT, ways=5, width=32, inner_steps=20, batch_size=20,
-    **_image_methods(warp_lr=3e-3, init="leap", init_lr=3e-3, meta_lr=3e-3),
+    _KANJI_MULTISHOT, ways=5, width=16, inner_steps=10, batch_size=20,
+    **_image_methods(warp_lr=3e-3, init="leap", init_lr=3e-3, meta_lr=3e-3, warp_batch=16),
 )
 
 
@@ -378,8 +388,8 @@ OMNIGLOT_MULTISHOT = _image_experiment(
     "omniglot", "multishot",
     _profiles(
         _multishot_smoke(_OMNIGLOT_MULTISHOT),
-        ("minutes on 2 CPU cores: 5-way, width 32, 20 inner steps, 150 meta-steps of 4 tasks",
-         _schedule(150, 4, 25, 8, 20), _with(_KANJI_MULTISHOT_QUICK, data={"image_size": 28})),
+        ("minutes on 2 CPU cores: 5-way, Conv4-16, 10 inner steps, 100 meta-steps of 4 tasks, 100 test tasks",
+         _schedule(100, 4, 25, 8, 100), _with(_KANJI_MULTISHOT_QUICK, data={"image_size": 28})),
         ("the paper's protocol: 20-way, Conv4-64, 100 inner SGD steps at 0.1, 1000 meta-steps of 20 tasks",
          _schedule(1000, 20, 50, 20, 100), _OMNIGLOT_MULTISHOT),
     ),
@@ -391,8 +401,8 @@ KANJI_MULTISHOT = _image_experiment(
     _profiles(
         _multishot_smoke(_with(_KANJI_MULTISHOT, data={**_KANJI_MULTISHOT["data"], "n_classes": 200,
                                                         "min_group_size": 3})),
-        ("minutes on 2 CPU cores: 5-way, width 32, 20 inner steps, 150 meta-steps of 4 tasks",
-         _schedule(150, 4, 25, 8, 20), _KANJI_MULTISHOT_QUICK),
+        ("minutes on 2 CPU cores: 5-way, Conv4-16, 10 inner steps, 100 meta-steps of 4 tasks, 100 test tasks",
+         _schedule(100, 4, 25, 8, 100), _KANJI_MULTISHOT_QUICK),
         ("Omniglot multi-shot protocol on KanjiVG: 20-way, 100 inner steps, 1000 meta-steps of 20 tasks",
          _schedule(1000, 20, 50, 20, 100), _KANJI_MULTISHOT),
     ),
@@ -415,8 +425,8 @@ KANJI_FEWSHOT = _image_experiment(
     "kanjivg", "fewshot",
     _profiles(
         _fewshot_smoke(_with(_KANJI_FEWSHOT, data={**_KANJI_FEWSHOT["data"], "n_classes": 60})),
-        ("minutes on 2 CPU cores: 5-way 1-shot, width 32, 300 meta-steps of 8 episodes",
-         _schedule(300, 8, 50, 32, 200), _with(_KANJI_FEWSHOT, width=32)),
+        ("minutes on 2 CPU cores: 20-way 1-shot, Conv4-16, 5 queries per class, 200 meta-steps of 4 episodes",
+         _schedule(200, 4, 50, 16, 200), _with(_KANJI_FEWSHOT, width=16, ways=20, queries=5)),
         ("omniglot-fewshot's protocol on KanjiVG: 60k meta-steps of 32 episodes, 600 test episodes",
          _schedule(60_000, 32, 1000, 100, 600), _KANJI_FEWSHOT),
     ),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from warpgrad.data import digits, imagenet, mnist, omniglot
+from warpgrad.data import digits, imagenet, kanjivg, mnist, omniglot
 
 
 @dataclass(frozen=True)
@@ -108,5 +108,13 @@ register(
         "scikit-learn digits: 1797 1x8x8 images of 10 digits",
         digits.digits_status,
         digits.load_digits,
+    )
+)
+register(
+    DatasetInfo(
+        "kanjivg",
+        "KanjiVG: ~6,700 kanji stroke SVGs (PyPI kanjivg) rendered with stroke-level jitter; offline Omniglot stand-in",
+        kanjivg.kanji_status,
+        kanjivg.load_kanjivg,
     )
 )

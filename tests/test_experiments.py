@@ -1,0 +1,65 @@
+"""Experiment registry: every method builds from every profile; --set overrides; image runs resume exactly."""
+
+import pytest
+import torch
+
+from warpgrad.engine import train
+from warpgrad.experiments import EXPERIMENTS, METHODS, build_method, get_experiment
+from warpgrad.methods.base import MetaLearner
+
+
+@pytest.mark.parametrize("experiment", list(EXPERIMENTS))
+def test_every_method_builds_from_every_profile(experiment):
+    exp = get_experiment(experiment)
+    assert set(exp.methods) == set(METHODS)
+    for profile in exp.profiles.values():
+        for method in exp.methods:
+            learner = build_method(exp, method, profile, seed=0)
+            assert isinstance(learner, MetaLearner)
+            if "ways" in profile.options:  # classification head sized to the task
+                assert learner.model.classifier.out_features == profile.options["ways"]
+
+
+def test_overrides_parse_to_the_type_of_the_current_value():
+    profile = get_experiment("sine").profile("smoke")
+    changed = profile.with_overrides(
+        {"hidden": "8,4", "inner_lr": "0.5", "meta_steps": "9", "warpgrad.warp_batch": "7", "warpgrad.init": "leap"}
+    )
+    assert changed.options["hidden"] == (8, 4) and changed.options["inner_lr"] == 0.5
+    assert changed.meta_steps == 9 and changed.options["warpgrad"]["warp_batch"] == 7
+    assert changed.options["warpgrad"]["init"] == "leap"
+    assert profile.options["warpgrad"]["init"] == "maml"  # the registered profile is untouched
+    assert changed.settings == "hidden=8,4,inner_lr=0.5,meta_steps=9,warpgrad.init=leap,warpgrad.warp_batch=7"
+    image = get_experiment("kanji-multishot").profile("smoke")
+    assert image.with_overrides({"augment": "false"}).options["augment"] is False
+
+
+def test_kanji_multishot_resume_is_bit_exact_with_augmentation_and_replay(tmp_path):
+    full = train("kanji-multishot", "warpgrad", "smoke", seed=3, out_dir=tmp_path / "a", progress=False)
+    assert (
+        train("kanji-multishot", "warpgrad", "smoke", seed=3, out_dir=tmp_path / "b", stop_after=1, progress=False)
+        is None
+    )
+    resumed = train("kanji-multishot", "warpgrad", "smoke", seed=3, out_dir=tmp_path / "b", resume=True, progress=False)
+    assert full["per_task"] == resumed["per_task"] and full["metric"] == "accuracy"
+    a = torch.load(tmp_path / "a" / "warpgrad" / "checkpoint.pt", weights_only=True)["learner"]["model"]
+    b = torch.load(tmp_path / "b" / "warpgrad" / "checkpoint.pt", weights_only=True)["learner"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert 0.0 <= full["mean"] <= 1.0
+
+
+def test_image_experiment_tasks_come_from_disjoint_class_splits():
+    from warpgrad.tasks.base import family_split
+
+    exp = get_experiment("kanji-fewshot")
+    family = exp.make_family(exp.profile("smoke"))
+    classes = {
+        split: {
+            c
+            for seed in range(5)
+            for c in family_split(family, split).sample(torch.Generator().manual_seed(seed)).classes
+        }
+        for split in ("train", "val", "test")
+    }
+    assert not classes["train"] & classes["val"] and not classes["train"] & classes["test"]
+    assert not classes["val"] & classes["test"]
