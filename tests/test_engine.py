@@ -301,7 +301,8 @@ def test_checkpoint_loads_with_weights_only_and_holds_the_protocol(tmp_path):
     train(FAKE, "fake", "smoke", 0, tmp_path, progress=False)
     checkpoint = torch.load(checkpoint_path(tmp_path, "fake"), weights_only=True)
     assert checkpoint["step"] == 7
-    assert checkpoint["config"] == {"experiment": "fake", "method": "fake", "profile": "smoke", "seed": 0, "settings": ""}
+    expected = {"experiment": "fake", "method": "fake", "profile": "smoke", "seed": 0, "settings": ""}
+    assert checkpoint["config"] == expected
     assert set(checkpoint["generators"]) == {"tasks", "meta_step"}
     assert torch.equal(checkpoint["torch_rng"], checkpoint["torch_rng"].to(torch.uint8))
     assert checkpoint["learner"]["calls"] == 7
