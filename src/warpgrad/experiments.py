@@ -431,29 +431,25 @@ KANJI_FEWSHOT = _image_experiment(
          _schedule(60_000, 32, 1000, 100, 600), _KANJI_FEWSHOT),
     ),
 )
+# mini- and tieredImageNet share the protocol (Warp-MAML paper): one set of profiles for both
+_IMAGENET_PROFILES = _profiles(
+    _fewshot_smoke(_MINIIMAGENET),
+    ("minutes on 2 CPU cores: 5-way 1-shot, width 16, 200 meta-steps of 4 episodes",
+     _schedule(200, 4, 50, 16, 100), _with(_MINIIMAGENET, width=16)),
+    ("the paper's protocol: Conv4-32, 5 inner steps at 0.01, 60k meta-steps of 4 episodes, 600 test episodes",
+     _schedule(60_000, 4, 1000, 100, 600), _MINIIMAGENET),
+)
 MINIIMAGENET = _image_experiment(
     "miniimagenet",
     "miniImageNet 5-way 1/5-shot (64/16/20 classes; --set shots=5), Conv4-32 with warps (Warp-MAML).",
     "miniimagenet", "fewshot",
-    _profiles(
-        _fewshot_smoke(_MINIIMAGENET),
-        ("minutes on 2 CPU cores: 5-way 1-shot, width 16, 200 meta-steps of 4 episodes",
-         _schedule(200, 4, 50, 16, 100), _with(_MINIIMAGENET, width=16)),
-        ("the paper's protocol: Conv4-32, 5 inner steps at 0.01, 60k meta-steps of 4 episodes, 600 test episodes",
-         _schedule(60_000, 4, 1000, 100, 600), _MINIIMAGENET),
-    ),
+    _IMAGENET_PROFILES,
 )
 TIEREDIMAGENET = _image_experiment(
     "tieredimagenet",
     "tieredImageNet 5-way 1/5-shot (351/97/160 classes; --set shots=5), Conv4-32 with warps (Warp-MAML).",
     "tieredimagenet", "fewshot",
-    _profiles(
-        _fewshot_smoke(_MINIIMAGENET),
-        ("minutes on 2 CPU cores: 5-way 1-shot, width 16, 200 meta-steps of 4 episodes",
-         _schedule(200, 4, 50, 16, 100), _with(_MINIIMAGENET, width=16)),
-        ("the paper's protocol: Conv4-32, 5 inner steps at 0.01, 60k meta-steps of 4 episodes, 600 test episodes",
-         _schedule(60_000, 4, 1000, 100, 600), _MINIIMAGENET),
-    ),
+    _IMAGENET_PROFILES,
 )
 
 EXPERIMENTS: dict[str, Experiment] = {
