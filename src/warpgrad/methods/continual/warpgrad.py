@@ -1,0 +1,170 @@
+"""Continual WarpGrad (Algorithm 3 of the WarpGrad paper): warps that prevent forgetting.
+
+A *sequence* is a list of experiences (sub-tasks) presented one after another, e.g. a sine
+function whose input range [−5, 5] is split into consecutive sub-intervals. The task parameters θ
+start from a fixed θ₀ and take ``steps`` inner steps on each experience in turn; nothing is reset
+between experiences. The warp parameters φ are meta-learned so that a step on the current
+experience does not undo the previous ones: at every point θ visited while training on
+experience t, the meta-loss takes WarpGrad's one-step look-ahead on experience t's batch and
+evaluates it on the current *and all previous* experiences,
+
+    L_meta(θ; φ) = (1/t) Σ_{s ≤ t} L_s(θ − α ∇L_t(θ; φ); φ),
+
+averaged over all points of the meta-batch's sequences (accumulated as the sequences run, O(1)
+memory in their length; Algorithm 1 style). ``objective`` is ``exact`` (through the inner gradient),
+``first_order`` or ``approx`` (no look-ahead), exactly as in :func:`warpgrad.methods.warpgrad.warp_objective`.
+
+References:
+    Flennerhag, Rusu, Pascanu, Visin, Yin, Hadsell. Meta-Learning with Warped Gradient Descent.
+    ICLR 2020, Section 4.3 and Algorithm 3. arXiv:1909.00025.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from warpgrad.functional import InnerOptimizer, Params, combine, detach, functional_apply, loss_and_grad, partition
+from warpgrad.methods.base import apply_gradients, check_no_running_statistics, make_meta_optimizer
+from warpgrad.methods.warpgrad import OBJECTIVES, warp_objective
+
+
+class Experience(Protocol):
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+
+
+def _batch(x: Tensor, y: Tensor, size: int | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    if size is None or size >= x.shape[0]:
+        return x, y
+    index = torch.randperm(x.shape[0], generator=generator)[:size]
+    return x[index], y[index]
+
+
+class ContinualWarpGrad:
+    """Meta-learns warp layers over sequences of experiences (see the module docstring).
+
+    Args:
+        model: task learner with :class:`warpgrad.Warp` layers; its task parameters are the fixed θ₀.
+        inner_optimizer: the optimiser that trains θ through each sequence.
+        steps: inner steps per experience.
+        objective: ``exact``, ``first_order`` or ``approx``.
+        meta_optimizer, warp_lr: meta-optimiser of φ.
+        batch_size: minibatch per inner step and per experience in the meta-loss (None: all data).
+        loss_fn: the task loss (MSE for continual sine regression).
+    """
+
+    name = "warpgrad-continual"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inner_optimizer: InnerOptimizer,
+        steps: int,
+        *,
+        objective: str = "exact",
+        meta_optimizer: str = "adam",
+        warp_lr: float = 1e-3,
+        batch_size: int | None = None,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = F.mse_loss,
+    ):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        check_no_running_statistics(model)
+        _, phi = partition(model)
+        if not phi:
+            raise ValueError("ContinualWarpGrad needs a model with at least one warpgrad.Warp layer; found none")
+        self.model, self.inner_optimizer, self.steps = model, inner_optimizer, steps
+        self.objective, self.batch_size, self.loss_fn = objective, batch_size, loss_fn
+        self.meta_optimizer = make_meta_optimizer(meta_optimizer, list(phi.values()), warp_lr)
+
+    def train_sequence(
+        self,
+        experiences: Sequence[Experience],
+        generator: torch.Generator,
+        on_experience: Callable[[int, Params], None] | None = None,
+        meta_gradient: list[Tensor] | None = None,
+    ) -> tuple[Params, float, int]:
+        """Train θ from θ₀ through ``experiences``; return (θ, summed meta-loss, number of points).
+
+        ``on_experience(t, θ)`` is called after each experience. When ``meta_gradient`` (one
+        tensor per warp parameter) is given, ∇φ of the meta-loss at every point is added to it.
+        """
+        theta0, phi = partition(self.model)
+        phi_list = list(phi.values())
+        frozen_phi = {k: v.detach() for k, v in phi.items()}
+        theta = detach(theta0)
+        state = self.inner_optimizer.init(theta)
+        loss_sum, points = 0.0, 0
+        for t, experience in enumerate(experiences):
+            for _ in range(self.steps):
+                batch = _batch(experience.train_x, experience.train_y, self.batch_size, generator)
+                if meta_gradient is not None:
+                    seen = [_batch(e.train_x, e.train_y, self.batch_size, generator) for e in experiences[: t + 1]]
+                    meta_batch = (torch.cat([b[0] for b in seen]), torch.cat([b[1] for b in seen]))
+                    with torch.enable_grad():
+                        loss = warp_objective(
+                            self.model, self.loss_fn, self.inner_optimizer, theta, state, phi,
+                            batch, meta_batch, self.objective,
+                        )
+                        for acc, g in zip(meta_gradient, torch.autograd.grad(loss, phi_list)):
+                            acc += g
+                    loss_sum += float(loss.detach())
+                    points += 1
+                _, grads = loss_and_grad(self.model, self.loss_fn, theta, frozen_phi, batch)
+                with torch.no_grad():
+                    theta, state = self.inner_optimizer.update(grads, state, {k: v.detach() for k, v in theta.items()})
+            if on_experience is not None:
+                on_experience(t, theta)
+        return theta, loss_sum, points
+
+    def meta_gradient(self, sequences: Sequence[Sequence[Experience]], generator: torch.Generator) -> list[Tensor]:
+        """The mean over all points of all sequences of ∇φ L_meta (without applying it)."""
+        _, phi = partition(self.model)
+        total = [torch.zeros_like(p) for p in phi.values()]
+        count = 0
+        for sequence in sequences:
+            count += self.train_sequence(sequence, generator, meta_gradient=total)[2]
+        return [g / count for g in total]
+
+    def meta_step(self, sequences: Sequence[Sequence[Experience]], generator: torch.Generator) -> dict[str, float]:
+        if not sequences:
+            raise ValueError("meta_step needs at least one sequence")
+        _, phi = partition(self.model)
+        total = [torch.zeros_like(p) for p in phi.values()]
+        loss_sum, count = 0.0, 0
+        for sequence in sequences:
+            _, loss, points = self.train_sequence(sequence, generator, meta_gradient=total)
+            loss_sum += loss
+            count += points
+        apply_gradients(self.meta_optimizer, list(phi.values()), [g / count for g in total])
+        return {"warp_loss": loss_sum / count}
+
+    @torch.no_grad()
+    def loss_matrix(self, sequence: Sequence[Experience], generator: torch.Generator) -> Tensor:
+        """``R[i, j]``: test loss on experience j after training through experience i (φ fixed)."""
+        _, phi = partition(self.model)
+        rows: list[Tensor] = []
+
+        def record(t: int, theta: Params) -> None:
+            params = combine(theta, {k: v.detach() for k, v in phi.items()})
+            rows.append(torch.stack([
+                self.loss_fn(functional_apply(self.model, params, e.test_x), e.test_y) for e in sequence
+            ]))
+
+        self.train_sequence(sequence, generator, on_experience=record)
+        return torch.stack(rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
