@@ -212,7 +212,11 @@ def test_meta_test_accuracy_on_all_seen_classes(float64):
     torch.testing.assert_close(result["accuracy"], expected)
     assert result["accuracy"].tolist() == [1.0, 0.5, 2 / 3]
     torch.testing.assert_close(result["per_class"][1], torch.tensor([0.0, 1.0]))
-    # held-out evaluation images and the head reset are honoured; the RLN did not move
+    # separate evaluation images: accuracy is measured on them, per class
+    held_out = oml.meta_test(stream, [xs[:1] for xs in stream])
+    torch.testing.assert_close(held_out["per_class"][1], torch.tensor([0.0, 1.0]))
+    assert len(held_out["per_class"][2]) == 3
+    # the RLN is frozen by the protocol; unknown head resets are refused
     assert (oml.rln.weight == torch.eye(4)).all()
     with pytest.raises(ValueError, match="head reset"):
         oml.meta_test(stream, head_reset="bogus")
