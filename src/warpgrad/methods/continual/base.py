@@ -1,0 +1,127 @@
+"""The continual-learner protocol and plain fine-tuning (:class:`SGDLearner`).
+
+A continual learner owns an ``nn.Module`` and a ``torch.optim`` optimiser and sees a stream of
+*experiences* (one task's data each):
+
+* ``train_experience(x, y, generator, epochs=1, batch_size=32) -> metrics`` trains on one
+  experience in shuffled minibatches drawn with ``generator``;
+* ``end_experience(x, y, generator)`` is called once after each experience (EWC computes its
+  Fisher and moves its anchor there);
+* ``predict(x) -> logits``; ``state_dict()`` / ``load_state_dict()``.
+
+Subclasses change one minibatch step through :meth:`ContinualLearner.penalty` (a regulariser on
+the parameter dict) or by overriding :meth:`ContinualLearner.train_step`.
+
+Example:
+    >>> learner = SGDLearner(torch.nn.Linear(4, 3), lr=0.1)
+    >>> metrics = learner.train_experience(x, y, torch.Generator().manual_seed(0))
+    >>> learner.end_experience(x, y, torch.Generator().manual_seed(0))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from warpgrad.functional import Params
+
+__all__ = ["ContinualLearner", "SGDLearner"]
+
+
+class ContinualLearner:
+    """Base shell: a model, an SGD optimiser (``lr``, ``momentum``) and the minibatch loop."""
+
+    name = "continual"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float,
+        momentum: float = 0.0,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    ) -> None:
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        self.experiences_seen = 0
+
+    # ------------------------------------------------------------------ hooks
+    def penalty(self, params: Params) -> Tensor:
+        """Regulariser added to the task loss (zero here)."""
+        first = next(iter(params.values()))
+        return first.new_zeros(())
+
+    def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        """One optimiser step on ``loss_fn(model(x), y) + penalty(params)``."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(x), y)
+        penalty = self.penalty(dict(self.model.named_parameters()))
+        (loss + penalty).backward()
+        self.optimizer.step()
+        return {"loss": float(loss.detach()), "penalty": float(penalty.detach())}
+
+    # ------------------------------------------------------------------ protocol
+    def train_experience(
+        self, x: Tensor, y: Tensor, generator: torch.Generator, epochs: int = 1, batch_size: int = 32
+    ) -> dict[str, float]:
+        """Train ``epochs`` passes over ``(x, y)`` in minibatches shuffled by ``generator``.
+
+        Returns the mean (over steps) of each step metric plus ``steps``.
+        """
+        if epochs < 1 or batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+        totals: dict[str, float] = {}
+        steps = 0
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), batch_size):
+                idx = order[start : start + batch_size]
+                for k, v in self.train_step(x[idx], y[idx]).items():
+                    totals[k] = totals.get(k, 0.0) + v
+                steps += 1
+        out = {k: v / steps for k, v in totals.items()}
+        out["steps"] = float(steps)
+        return out
+
+    def end_experience(self, x: Tensor, y: Tensor, generator: torch.Generator) -> None:
+        """Called after each experience; counts experiences here."""
+        self.experiences_seen += 1
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Logits of the current model (in eval mode)."""
+        self.model.eval()
+        return self.model(x)
+
+    def extra_state(self) -> dict[str, Any]:
+        """Method-specific state for checkpoints (none here)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "experiences_seen": self.experiences_seen,
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.experiences_seen = int(state["experiences_seen"])
+        self.load_extra_state(state["extra"])
+
+
+class SGDLearner(ContinualLearner):
+    """Plain fine-tuning: SGD on each experience in turn, no protection against forgetting."""
+
+    name = "sgd"

@@ -1,0 +1,223 @@
+"""Elastic weight consolidation (EWC) and online EWC.
+
+After an experience A, EWC anchors the parameters at θ*_A and penalises moving the ones that
+mattered for A, as measured by the diagonal of the Fisher information F_A:
+
+    L(θ) = L_B(θ) + Σ_i (λ/2) F_A,i (θ_i − θ*_A,i)²          (Kirkpatrick et al. 2017, eq. 3)
+
+This is the paper's convention, with the ½. Avalanche's ``EWCPlugin`` computes
+``λ Σ F (θ − θ*)²`` without the ½, so its ``ewc_lambda`` equals this module's ``λ/2``.
+
+*Standard* EWC keeps one (F_k, θ*_k) pair per past experience and sums their penalties.
+*Online* EWC (Schwarz et al. 2018; Huszár 2018) keeps one running Fisher F* ← γF* + F_k and a
+single anchor at the latest parameters θ*_k.
+
+Fisher variants (:func:`fisher_diagonal`, for classifiers whose outputs are logits), over N
+examples with per-example gradients ``g(x, y) = ∇θ log p(y|x)``:
+
+* ``exact``: (1/N) Σ_n Σ_y p(y|x_n) g(x_n, y)² — the true Fisher's diagonal, expectation under the
+  model's predictive distribution;
+* ``sampled``: (1/N) Σ_n g(x_n, ŷ_n)², one ŷ_n ~ p(·|x_n) per example (an unbiased estimate of
+  ``exact``);
+* ``empirical``: (1/N) Σ_n g(x_n, y_n)² with the true labels (the "empirical Fisher");
+* ``batched``: (1/M) Σ_m (∇θ mean_{n∈B_m} −log p(y_n|x_n))² over M minibatches of ``batch_size``
+  — Avalanche's choice. It is *not* a Fisher: squaring the minibatch-mean gradient drops the
+  per-example variance, so it is roughly ``1/batch_size`` times ``empirical`` near a minimum and
+  its λ must be re-tuned.
+
+Per-example gradients come from ``torch.func.vmap`` over ``torch.func.grad`` / ``jacrev``. The
+model is applied to single examples under ``vmap``, so it must not use batch statistics
+(BatchNorm in train mode); buffers are taken from the module as they are.
+
+Example:
+    >>> learner = EWC(torch.nn.Linear(4, 3), lr=0.1, lam=100.0, fisher="exact")
+    >>> learner.train_experience(xa, ya, generator)
+    >>> learner.end_experience(xa, ya, generator)      # Fisher and anchor for task A
+    >>> learner.train_experience(xb, yb, generator)    # now penalised
+
+References:
+    Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks", PNAS 2017.
+    Schwarz et al., "Progress & Compress: A scalable framework for continual learning", ICML 2018.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from warpgrad.functional import Params, detach, functional_apply
+from warpgrad.methods.continual.base import ContinualLearner
+
+__all__ = ["FISHER_KINDS", "fisher_diagonal", "ewc_penalty", "EWC"]
+
+FISHER_KINDS = ("exact", "sampled", "empirical", "batched")
+
+
+def _chunks(n: int, size: int | None) -> list[slice]:
+    size = n if size is None else size
+    return [slice(s, s + size) for s in range(0, n, size)]
+
+
+def fisher_diagonal(
+    model: nn.Module,
+    params: Params,
+    x: Tensor,
+    y: Tensor,
+    kind: str = "exact",
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+) -> Params:
+    """Diagonal Fisher of a classifier ``model`` (logits → softmax) at ``params``.
+
+    Args:
+        model: applied as ``functional_apply(model, params, x)``; parameters not in ``params``
+            are the module's own (and get no Fisher).
+        params: the parameters to compute the Fisher for (detached copies are used).
+        x, y: the experience's inputs and integer labels (``y`` unused by ``exact``/``sampled``).
+        kind: ``exact``, ``sampled``, ``empirical`` or ``batched`` (see the module docstring).
+        generator: draws the labels of ``sampled`` (all N at once, before any gradient); for
+            ``batched``, shuffles the examples into minibatches when given (in order otherwise).
+        batch_size: the minibatch size of ``batched`` (required); for the other kinds, the chunk
+            size of per-example gradients (memory only, the result does not depend on it).
+
+    Returns:
+        ``{name: F}`` with ``F`` of each parameter's shape.
+    """
+    if kind not in FISHER_KINDS:
+        raise ValueError(f"unknown Fisher kind {kind!r}; allowed: {', '.join(FISHER_KINDS)}")
+    if kind == "batched" and batch_size is None:
+        raise ValueError("fisher kind 'batched' needs batch_size")
+    if kind == "sampled" and generator is None:
+        raise ValueError("fisher kind 'sampled' needs a generator to draw labels")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    params = detach(params)
+    n = len(x)
+    fisher = {k: torch.zeros_like(v) for k, v in params.items()}
+
+    def log_probs(p: Params, xi: Tensor) -> Tensor:  # one example → log p(·|x), shape [C]
+        return F.log_softmax(functional_apply(model, p, xi.unsqueeze(0)).squeeze(0), dim=-1)
+
+    def log_prob(p: Params, xi: Tensor, yi: Tensor) -> Tensor:
+        return log_probs(p, xi).gather(0, yi.unsqueeze(0)).squeeze(0)
+
+    with torch.no_grad():
+        if kind == "batched":
+            order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+            chunks = _chunks(n, batch_size)
+            for sl in chunks:
+                idx = order[sl]
+                with torch.enable_grad():
+                    p = detach(params, requires_grad=True)
+                    loss = F.cross_entropy(functional_apply(model, p, x[idx]), y[idx])
+                    grads = torch.autograd.grad(loss, list(p.values()))
+                for k, g in zip(p, grads):
+                    fisher[k] += g**2
+            return {k: v / len(chunks) for k, v in fisher.items()}
+
+        if kind == "sampled":
+            probs = F.softmax(functional_apply(model, params, x), dim=-1)
+            y = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+        for sl in _chunks(n, batch_size):
+            if kind == "exact":
+                # J[n, c] = ∂ log p(c|x_n)/∂θ ; F += Σ_c p(c|x_n) J[n, c]²
+                jac = torch.func.vmap(torch.func.jacrev(log_probs), in_dims=(None, 0))(params, x[sl])
+                probs = torch.func.vmap(log_probs, in_dims=(None, 0))(params, x[sl]).exp()
+                for k, j in jac.items():
+                    w = probs.reshape(probs.shape + (1,) * (j.dim() - 2))
+                    fisher[k] += (w * j**2).sum(dim=(0, 1))
+            else:  # sampled / empirical: one label per example
+                grads = torch.func.vmap(torch.func.grad(log_prob), in_dims=(None, 0, 0))(params, x[sl], y[sl])
+                for k, g in grads.items():
+                    fisher[k] += (g**2).sum(dim=0)
+    return {k: v / n for k, v in fisher.items()}
+
+
+def ewc_penalty(params: Params, fisher: Params, anchor: Params, lam: float) -> Tensor:
+    """Ω(θ) = Σ_i (λ/2) F_i (θ_i − θ*_i)² over the names in ``fisher`` (paper's convention).
+
+    Its gradient is λ F ⊙ (θ − θ*).
+    """
+    terms = [(fisher[k] * (params[k] - anchor[k]) ** 2).sum() for k in fisher]
+    return 0.5 * lam * torch.stack(terms).sum()
+
+
+class EWC(ContinualLearner):
+    """EWC (``online=False``) or online EWC (``online=True``) on top of SGD.
+
+    Args:
+        model: the classifier.
+        lr: SGD learning rate (``momentum`` optional).
+        lam: λ of the penalty Σ (λ/2) F (θ − θ*)² (paper's convention; Avalanche's λ is λ/2).
+        fisher: the Fisher kind (``exact``, ``sampled``, ``empirical``, ``batched``).
+        online: keep one running Fisher F* ← γF* + F and one anchor (the latest parameters).
+        gamma: the decay γ of online EWC (ignored otherwise).
+        fisher_batch_size: ``batch_size`` of :func:`fisher_diagonal` (needed for ``batched``).
+    """
+
+    name = "ewc"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float,
+        lam: float,
+        fisher: str = "exact",
+        online: bool = False,
+        gamma: float = 1.0,
+        fisher_batch_size: int | None = None,
+        momentum: float = 0.0,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    ) -> None:
+        if fisher not in FISHER_KINDS:
+            raise ValueError(f"unknown Fisher kind {fisher!r}; allowed: {', '.join(FISHER_KINDS)}")
+        if fisher == "batched" and fisher_batch_size is None:
+            raise ValueError("fisher='batched' needs fisher_batch_size")
+        if lam < 0:
+            raise ValueError(f"lam must be >= 0, got {lam}")
+        if not 0 <= gamma <= 1:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        super().__init__(model, lr, momentum=momentum, loss_fn=loss_fn)
+        self.lam = lam
+        self.fisher_kind = fisher
+        self.online = online
+        self.gamma = gamma
+        self.fisher_batch_size = fisher_batch_size
+        self.fishers: list[Params] = []
+        self.anchors: list[Params] = []
+
+    def penalty(self, params: Params) -> Tensor:
+        """Σ over stored (F, θ*) pairs of Σ_i (λ/2) F_i (θ_i − θ*_i)²."""
+        total = super().penalty(params)
+        if self.lam == 0:
+            return total
+        for fisher, anchor in zip(self.fishers, self.anchors):
+            total = total + ewc_penalty(params, fisher, anchor, self.lam)
+        return total
+
+    def end_experience(self, x: Tensor, y: Tensor, generator: torch.Generator) -> None:
+        """Fisher at the current parameters on ``(x, y)``; store it with the anchor θ* = θ."""
+        super().end_experience(x, y, generator)
+        self.model.eval()
+        params = detach(dict(self.model.named_parameters()))
+        fisher = fisher_diagonal(
+            self.model, params, x, y, self.fisher_kind, generator=generator, batch_size=self.fisher_batch_size
+        )
+        if self.online:
+            if self.fishers:
+                fisher = {k: self.gamma * self.fishers[0][k] + fisher[k] for k in fisher}
+            self.fishers, self.anchors = [fisher], [params]
+        else:
+            self.fishers.append(fisher)
+            self.anchors.append(params)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"fishers": [dict(f) for f in self.fishers], "anchors": [dict(a) for a in self.anchors]}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.fishers = [dict(f) for f in state["fishers"]]
+        self.anchors = [dict(a) for a in state["anchors"]]
