@@ -423,6 +423,11 @@ def train(
         "wall_time_s": round(state.elapsed_s, 3),
         "test_time_s": round(test_time, 3),
         "per_task": values.tolist(),
+        "extra": {  # further per-task metrics the learner reports (e.g. continual forgetting)
+            key: dict(zip(("mean", "ci95"), mean_ci95(value.detach())))
+            for key, value in out.items()
+            if key not in (state.metric, "loss")
+        },
         "history": state.history,
     }
 

@@ -97,6 +97,7 @@ class ContinualWarpGrad:
         ``on_experience(t, θ)`` is called after each experience. When ``meta_gradient`` (one
         tensor per warp parameter) is given, ∇φ of the meta-loss at every point is added to it.
         """
+        experiences = list(experiences)
         theta0, phi = partition(self.model)
         phi_list = list(phi.values())
         frozen_phi = {k: v.detach() for k, v in phi.items()}
@@ -162,9 +163,32 @@ class ContinualWarpGrad:
         self.train_sequence(sequence, generator, on_experience=record)
         return torch.stack(rows)
 
+    def evaluate(self, tasks: Sequence[Sequence[Experience]], generator: torch.Generator) -> dict[str, Tensor]:
+        """Per sequence: ``mse`` (= ``loss``), the test loss averaged over *all* experiences after
+        training through the whole sequence; ``forgetting``, the mean over experiences j < T−1 of
+        R[T−1, j] − R[j, j] (how much a part's loss rose after later parts were learned)."""
+        finals, forgetting = [], []
+        for sequence in tasks:
+            R = self.loss_matrix(list(sequence), generator)
+            finals.append(R[-1].mean())
+            T = R.shape[0]
+            forgetting.append((R[-1, : T - 1] - R.diagonal()[: T - 1]).mean() if T > 1 else R.new_zeros(()))
+        final = torch.stack(finals)
+        return {"loss": final, "mse": final, "forgetting": torch.stack(forgetting)}
+
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+
+
+class SequentialBaseline(ContinualWarpGrad):
+    """The same network and inner loop trained through each sequence, with no meta-learning
+    (identity warps stay the identity): the SGD baseline that forgets."""
+
+    name = "baseline"
+
+    def meta_step(self, sequences: Sequence[Sequence[Experience]], generator: torch.Generator) -> dict[str, float]:
+        return {}
