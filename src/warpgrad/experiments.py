@@ -477,7 +477,7 @@ def _continual_sine_family(p: Profile) -> TaskFamily:
 
 _SINE_CONTINUAL = {
     "intervals": 5, "points_per_interval": 10, "test_points_per_interval": 50,
-    "hidden": (40, 40), "warp": {}, "inner_optimizer": "sgd", "inner_lr": 0.03, "steps_per_interval": 10,
+    "hidden": (40, 40), "warp": {}, "inner_optimizer": "sgd", "inner_lr": 0.01, "steps_per_interval": 10,
     "warpgrad": {"objective": "exact", "meta_optimizer": "adam", "warp_lr": 1e-3},
 }
 SINE_CONTINUAL = Experiment(
