@@ -130,6 +130,8 @@ def _run(args: argparse.Namespace) -> int:
     experiment.profile(args.profile).with_overrides(settings)  # unknown keys and bad values: exit 2 now
     methods = resolve_methods(experiment, args.method)
     out_dir = args.out if args.out is not None else default_out_dir(experiment.name, args.profile)
+    if getattr(experiment, "make_stream", None) is not None:
+        return _run_streams(args, experiment, methods, settings, out_dir)
     resume = _resume_command(args, methods, out_dir)
     try:
         results = run(
@@ -160,6 +162,25 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\nresults: {out_dir / RESULTS_FILE}")
     print(f"learning curves: {out_dir / PLOT_FILE}")
     print(f"per-method metrics.csv and checkpoint.pt: {out_dir}/METHOD/")
+    return EXIT_OK
+
+
+def _run_streams(
+    args: argparse.Namespace, experiment, methods: list[str], settings: dict[str, str], out_dir: Path
+) -> int:
+    from warpgrad.engine.loop import check_seed
+    from warpgrad.engine.streams import run_streams, table
+
+    if args.resume or args.stop_after is not None:
+        raise ValueError(
+            f"{experiment.name} is a stream experiment (minutes, no checkpoints): --resume and "
+            "--stop-after are not available; run it again instead"
+        )
+    check_seed(args.seed)
+    profile = experiment.profile(args.profile).with_overrides(settings)
+    results = run_streams(experiment, methods, profile, args.seed, out_dir, progress=not args.no_progress)
+    print(table(results))
+    print(f"\nresults: {out_dir / 'results.json'}\naccuracy matrices: {out_dir}/accuracy_matrix_METHOD.png")
     return EXIT_OK
 
 

@@ -497,11 +497,126 @@ SINE_CONTINUAL = Experiment(
              "warpgrad": _continual_sine_method("ContinualWarpGrad")},
 )
 
+# ------------------------------------------------------------------------ continual streams
+
+
+@dataclass(frozen=True)
+class StreamExperiment(Experiment):
+    """A continual-learning experiment: methods are continual learners run through streams
+    (``warpgrad.engine.streams``), not meta-learners; ``make_stream(profile, seed)`` builds one."""
+
+    make_stream: Callable[[Profile, int], Any] | None = None
+
+
+def _arrays(dataset: str):
+    from warpgrad.data import digits, mnist
+
+    loaders = {
+        "digits": lambda: _split_arrays(digits.load_digits_arrays()),
+        "fashion-mnist": lambda: (mnist.load_fashion_mnist_arrays("train"), mnist.load_fashion_mnist_arrays("test")),
+        "mnist5k": lambda: _split_arrays(mnist.load_mnist5k_arrays()),
+    }
+    return loaders[dataset]()
+
+
+def _split_arrays(arrays, test_fraction: float = 0.25):
+    """A fixed (seed 0) train/test split of arrays that ship without one."""
+    x, y = arrays
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+    cut = int(x.shape[0] * (1 - test_fraction))
+    return (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
+
+
+def _permuted_stream(dataset: str) -> Callable[[Profile, int], Any]:
+    def make(p: Profile, seed: int):
+        from warpgrad.tasks.continual import permuted_stream
+
+        (x, y), test = _arrays(dataset)
+        n = p.options["train_per_experience"]
+        if n is not None:
+            index = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+            x, y = x[index], y[index]
+        return permuted_stream((x, y), test, p.options["experiences"], seed=seed)
+
+    return make
+
+
+def _stream_methods(in_features: int) -> dict[str, MethodSpec]:
+    from warpgrad.methods.continual import EWC, DHPLearner, SGDLearner
+
+    def mlp(o: dict[str, Any]) -> nn.Module:
+        return MLP(in_features, o["hidden"], 10)
+
+    def features(o: dict[str, Any]) -> nn.Module:
+        return nn.Sequential(*list(mlp(o).layers)[:-1])  # the MLP without its output layer
+
+    def ewc(o: dict[str, Any], **kw: Any) -> EWC:
+        return EWC(nn.Sequential(nn.Flatten(), mlp(o)), o["lr"], o["ewc_lambda"], **kw)
+
+    def dhp(o: dict[str, Any], ewc_lambda: float) -> DHPLearner:
+        return DHPLearner(nn.Sequential(nn.Flatten(), features(o)), o["hidden"][-1], 10, o["lr"], ewc_lambda=ewc_lambda)
+
+    return {
+        "sgd": MethodSpec("plain SGD through the stream (fine-tuning; forgets)",
+                          lambda p: SGDLearner(nn.Sequential(nn.Flatten(), mlp(p.options)), p.options["lr"])),
+        "ewc": MethodSpec("EWC, exact Fisher (paper's λ/2 convention)", lambda p: ewc(p.options, fisher="exact")),
+        "ewc-empirical": MethodSpec("EWC, empirical Fisher", lambda p: ewc(p.options, fisher="empirical")),
+        "ewc-online": MethodSpec("online EWC (γ = 1), exact Fisher",
+                                 lambda p: ewc(p.options, fisher="exact", online=True)),
+        "dhp": MethodSpec("DHP Softmax: Hebbian plastic output layer", lambda p: dhp(p.options, 0.0)),
+        "dhp-ewc": MethodSpec("DHP Softmax + EWC on the slow weights",
+                              lambda p: dhp(p.options, p.options["ewc_lambda"])),
+    }
+
+
+_PERMUTED = {"experiences": 5, "train_per_experience": 10_000, "hidden": (100, 100), "lr": 0.01, "epochs": 1,
+             "batch_size": 32, "ewc_lambda": 100.0, "fisher_samples": 500, "runs": 3}
+
+
+def _stream_experiment(name: str, description: str, dataset: str, in_features: int,
+                       quick: dict[str, Any], paper: dict[str, Any]) -> StreamExperiment:
+    def profile(label: str, text: str, options: dict[str, Any]) -> Profile:
+        return Profile(label, text, meta_steps=1, meta_batch=1, eval_every=1, val_tasks=1, test_tasks=1,
+                       checkpoint_every=1, options=options)
+
+    return StreamExperiment(
+        name, description,
+        {
+            "smoke": profile("smoke", "seconds: 3 experiences of 300 images, 2 runs (tests)",
+                             _with(_PERMUTED, experiences=3, train_per_experience=300, hidden=(32,), runs=2,
+                                   fisher_samples=50)),
+            "quick": profile("quick", quick.pop("description"), _with(_PERMUTED, **quick)),
+            "paper": profile("paper", paper.pop("description"), _with(_PERMUTED, **paper)),
+        },
+        make_family=lambda p: None,  # type: ignore[arg-type,return-value]
+        methods=_stream_methods(in_features),
+        dataset=dataset,
+        make_stream=_permuted_stream(dataset),
+    )
+
+
+DIGITS_PERMUTED = _stream_experiment(
+    "digits-permuted", "Permuted scikit-learn digits (8×8): 5 pixel permutations learned in sequence; average "
+    "accuracy after the stream.", "digits", 64,
+    quick={"description": "minutes (EWC's exact Fisher dominates): 5 experiences of all 1,347 training digits, "
+           "10 epochs at lr 0.1, λ = 1, 5 runs",
+           "train_per_experience": None, "runs": 5, "epochs": 10, "lr": 0.1, "ewc_lambda": 1.0},
+    paper={"description": "10 experiences, 10 runs", "train_per_experience": None, "experiences": 10, "runs": 10,
+           "epochs": 10, "lr": 0.1, "ewc_lambda": 1.0},
+)
+FMNIST_PERMUTED = _stream_experiment(
+    "fmnist-permuted", "Permuted Fashion-MNIST (the EWC benchmark protocol on Fashion-MNIST): pixel permutations "
+    "learned in sequence; average accuracy after the stream.", "fashion-mnist", 784,
+    quick={"description": "minutes on 2 CPU cores: 5 experiences of 10,000 images, 1 epoch, 3 runs"},
+    paper={"description": "10 experiences of all 60,000 images, 1 epoch, MLP 784-400-400-10, 5 runs",
+           "experiences": 10, "train_per_experience": None, "hidden": (400, 400), "runs": 5},
+)
+
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
         SINE, SINE_CONTINUAL, KANJI_MULTISHOT, KANJI_FEWSHOT, OMNIGLOT_MULTISHOT, OMNIGLOT_FEWSHOT, MINIIMAGENET,
-        TIEREDIMAGENET,
+        TIEREDIMAGENET, DIGITS_PERMUTED, FMNIST_PERMUTED,
     )
 }
 

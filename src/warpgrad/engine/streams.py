@@ -1,0 +1,129 @@
+"""Runs continual learners through image streams: accuracy matrices, metrics, plots, results.
+
+A stream experiment trains each method through ``runs`` streams (seeds ``seed, seed+1, ...``): on
+experience i the learner trains (``train_experience``), then sees the experience end
+(``end_experience``, e.g. EWC's Fisher on ``fisher_samples`` training examples), then is tested
+on every experience's test set: ``R[i, j]``. The reported metric is the average accuracy after
+the stream (mean of R's last row), mean ± 95% CI over the runs; forgetting, backward transfer
+and learning accuracy are recorded under ``extra``; a heatmap of the mean R per method is written
+next to ``results.json``.
+
+Stream runs are short and have no checkpoints: ``--resume`` is refused for them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from warpgrad.continual.metrics import plot_accuracy_matrix, summarize
+from warpgrad.engine.results import (
+    RESULTS_FILE,
+    check_compatible,
+    format_table,
+    load_results,
+    mean_ci95,
+    merge_results,
+    write_results,
+)
+
+
+@torch.no_grad()
+def accuracy(learner: Any, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
+    correct = 0
+    for start in range(0, x.shape[0], batch_size):
+        logits = learner.predict(x[start : start + batch_size])
+        correct += int((logits.argmax(-1) == y[start : start + batch_size]).sum())
+    return correct / max(1, x.shape[0])
+
+
+def accuracy_matrix_of(
+    learner: Any, stream: Any, generator: torch.Generator, epochs: int, batch_size: int, fisher_samples: int
+) -> Tensor:
+    """Train ``learner`` through ``stream`` and return ``R[i, j]`` (see the module docstring)."""
+    experiences = list(stream)
+    rows = []
+    for experience in experiences:
+        learner.train_experience(
+            experience.train_x, experience.train_y, generator, epochs=epochs, batch_size=batch_size
+        )
+        index = torch.randperm(experience.train_x.shape[0], generator=generator)[:fisher_samples]
+        learner.end_experience(experience.train_x[index], experience.train_y[index], generator)
+        rows.append([accuracy(learner, e.test_x, e.test_y) for e in experiences])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def run_streams(
+    experiment: Any,
+    methods: list[str],
+    profile: Any,
+    seed: int,
+    out_dir: str | Path,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``methods`` of a stream experiment; write and return the merged results."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    o = profile.options
+    run_info = {"experiment": experiment.name, "profile": profile.name, "seed": seed, "settings": profile.settings}
+    entries: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        started = time.perf_counter()
+        matrices, summaries = [], []
+        for r in tqdm(range(o["runs"]), desc=f"{experiment.name}/{method}", unit="run", disable=not progress):
+            run_seed = seed + r
+            stream = experiment.make_stream(profile, run_seed)
+            torch.manual_seed(run_seed)
+            learner = experiment.method(method).build(profile)
+            generator = torch.Generator().manual_seed(run_seed)
+            R = accuracy_matrix_of(learner, stream, generator, o["epochs"], o["batch_size"], o["fisher_samples"])
+            matrices.append(R)
+            summaries.append(summarize(R))
+        mean_R = torch.stack(matrices).mean(0)
+        plot_accuracy_matrix(
+            mean_R,
+            out_dir / f"accuracy_matrix_{method}.png",
+            f"{experiment.name}: {method} (mean of {len(matrices)} runs)",
+        )
+        average = torch.tensor([s["average_accuracy"] for s in summaries], dtype=torch.float64)
+        mean, ci95 = mean_ci95(average)
+        extra_keys: list[str] = ["forgetting", "backward_transfer", "learning_accuracy"]
+        entries[method] = {
+            "metric": "average_accuracy",
+            "lower_is_better": False,
+            "mean": mean,
+            "ci95": ci95,
+            "n_tasks": len(matrices),
+            "steps": int(mean_R.shape[0]),
+            "wall_time_s": round(time.perf_counter() - started, 3),
+            "per_task": average.tolist(),
+            "extra": {key: _mean_ci95([s[key] for s in summaries]) for key in extra_keys},
+            "accuracy_matrix": mean_R.tolist(),
+        }
+    path = out_dir / RESULTS_FILE
+    existing = load_results(path)
+    check_compatible(existing, run_info, path)
+    results = merge_results(existing, run_info, entries)
+    write_results(path, results)
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    """The comparison table, with forgetting next to average accuracy."""
+    lines = [format_table(results), "", "forgetting (mean ± 95% CI over runs):"]
+    for name, entry in results["methods"].items():
+        f = entry.get("extra", {}).get("forgetting")
+        if f:
+            ci = "n/a" if f["ci95"] is None else f"{f['ci95']:.3g}"
+            lines.append(f"  {name:12s} {f['mean']:.4f} ± {ci}")
+    return "\n".join(lines)
+
+
+def _mean_ci95(values: list[float]) -> dict[str, float | None]:
+    mean, ci95 = mean_ci95(torch.tensor(values, dtype=torch.float64))
+    return {"mean": mean, "ci95": ci95}
