@@ -41,8 +41,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from warpgrad.functional import Params, functional_apply
-from warpgrad.methods.base import apply_gradients, check_no_running_statistics, make_meta_optimizer
-from warpgrad.methods.continual.oml import Loss, continual_meta_test, conv_representation, reset_head, sequential_sgd
+from warpgrad.methods.base import check_no_running_statistics, make_meta_optimizer
+from warpgrad.methods.continual.oml import (
+    Loss,
+    TrajectoryMetaLearner,
+    continual_meta_test,
+    conv_representation,
+    reset_head,
+    sequential_sgd,
+)
 
 __all__ = ["ANML", "anml_networks", "INNER_CHOICES"]
 
@@ -68,7 +75,7 @@ def anml_networks(
     return nn.Sequential(nm_body, nn.Linear(nm_dim, dim)), features, nn.Linear(dim, n_classes)
 
 
-class ANML:
+class ANML(TrajectoryMetaLearner):
     """ANML meta-learner.
 
     Args:
@@ -165,22 +172,6 @@ class ANML:
         fp, hp = split(fast)
         return self.loss_fn(self._logits(fp, hp, x, mask), y)
 
-    def meta_gradient(self, *batch: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Gradients of :meth:`meta_loss` w.r.t. :meth:`meta_parameters` (in that order), and the loss."""
-        params = self.meta_parameters()
-        with torch.enable_grad():
-            loss = self.meta_loss(*batch)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)], loss.detach()
-
-    def meta_step(
-        self, trajectory_x: Tensor, trajectory_y: Tensor, remember_x: Tensor, remember_y: Tensor
-    ) -> dict[str, float]:
-        """One meta-update (Adam by default) on one (trajectory, remember) sample."""
-        grads, loss = self.meta_gradient(trajectory_x, trajectory_y, remember_x, remember_y)
-        apply_gradients(self.meta_optimizer, self.meta_parameters(), grads)
-        return {"meta_loss": float(loss)}
-
     # ---------------------------------------------------------------- meta-test
     def frozen_features(self, x: Tensor) -> Tensor:
         """h(x) ⊙ m(x) with the meta-learned NM and prediction-network body (no gradient)."""
@@ -210,9 +201,3 @@ class ANML:
         )
 
     # ---------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.meta_optimizer.load_state_dict(state["meta_optimizer"])

@@ -157,7 +157,45 @@ def reset_head(head: nn.Module, how: str) -> Params:
     return params
 
 
-class OML:
+class TrajectoryMetaLearner:
+    """The shell OML and ANML share: ``meta_loss`` on one (trajectory, remember) sample is
+    differentiated w.r.t. ``meta_parameters()`` and handed to the meta-optimiser; checkpoints
+    hold the model and the meta-optimiser."""
+
+    model: nn.Module
+    meta_optimizer: torch.optim.Optimizer
+
+    def meta_parameters(self) -> list[Tensor]:
+        raise NotImplementedError
+
+    def meta_loss(self, trajectory_x: Tensor, trajectory_y: Tensor, remember_x: Tensor, remember_y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def meta_gradient(self, *batch: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Gradients of :meth:`meta_loss` w.r.t. :meth:`meta_parameters` (in that order), and the loss."""
+        params = self.meta_parameters()
+        with torch.enable_grad():
+            loss = self.meta_loss(*batch)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)], loss.detach()
+
+    def meta_step(
+        self, trajectory_x: Tensor, trajectory_y: Tensor, remember_x: Tensor, remember_y: Tensor
+    ) -> dict[str, float]:
+        """One meta-update (Adam by default) on one (trajectory, remember) sample."""
+        grads, loss = self.meta_gradient(trajectory_x, trajectory_y, remember_x, remember_y)
+        apply_gradients(self.meta_optimizer, self.meta_parameters(), grads)
+        return {"meta_loss": float(loss)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+
+
+class OML(TrajectoryMetaLearner):
     """OML meta-learner: meta-learns the RLN and the initial head through sequential head SGD.
 
     Args:
@@ -217,22 +255,6 @@ class OML:
         head_t = sequential_sgd(loss_at, head0, trajectory_x.shape[0], self.inner_lr, self.first_order)
         return self.loss_fn(functional_apply(self.head, head_t, feats), y)
 
-    def meta_gradient(self, *batch: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Gradients of :meth:`meta_loss` w.r.t. :meth:`meta_parameters` (in that order), and the loss."""
-        params = self.meta_parameters()
-        with torch.enable_grad():
-            loss = self.meta_loss(*batch)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)], loss.detach()
-
-    def meta_step(
-        self, trajectory_x: Tensor, trajectory_y: Tensor, remember_x: Tensor, remember_y: Tensor
-    ) -> dict[str, float]:
-        """One meta-update on one (trajectory, remember) sample."""
-        grads, loss = self.meta_gradient(trajectory_x, trajectory_y, remember_x, remember_y)
-        apply_gradients(self.meta_optimizer, self.meta_parameters(), grads)
-        return {"meta_loss": float(loss)}
-
     def frozen_features(self, x: Tensor) -> Tensor:
         """The representation used at meta-test (no gradient)."""
         with torch.no_grad():
@@ -262,9 +284,3 @@ class OML:
         )
 
     # ---------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
