@@ -34,7 +34,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -45,9 +45,7 @@ from warpgrad.methods.base import check_no_running_statistics, make_meta_optimiz
 from warpgrad.methods.continual.oml import (
     Loss,
     TrajectoryMetaLearner,
-    continual_meta_test,
     conv_representation,
-    reset_head,
     sequential_sgd,
 )
 
@@ -177,27 +175,5 @@ class ANML(TrajectoryMetaLearner):
         """h(x) ⊙ m(x) with the meta-learned NM and prediction-network body (no gradient)."""
         with torch.no_grad():
             return functional_apply(self.feature_net, dict(self.feature_net.named_parameters()), x) * self.mask(x)
-
-    def meta_test(
-        self,
-        stream_x_per_class: Sequence[Tensor],
-        eval_x_per_class: Sequence[Tensor] | None = None,
-        *,
-        labels: Sequence[int] | None = None,
-        head_reset: str = "zeros",
-        lr: float | None = None,
-    ) -> dict[str, Any]:
-        """NM and body frozen; head reset (``zeros``/``meta``) and trained one step per image, one
-        pass, class after class; see :func:`~warpgrad.methods.continual.oml.continual_meta_test`."""
-        return continual_meta_test(
-            self.frozen_features,
-            self.head,
-            reset_head(self.head, head_reset),
-            stream_x_per_class,
-            self.inner_lr if lr is None else lr,
-            eval_x_per_class,
-            labels,
-            self.loss_fn,
-        )
 
     # ---------------------------------------------------------------- checkpoints

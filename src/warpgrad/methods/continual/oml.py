@@ -163,7 +163,10 @@ class TrajectoryMetaLearner:
     hold the model and the meta-optimiser."""
 
     model: nn.Module
+    head: nn.Module
     meta_optimizer: torch.optim.Optimizer
+    inner_lr: float
+    loss_fn: Loss
 
     def meta_parameters(self) -> list[Tensor]:
         raise NotImplementedError
@@ -186,6 +189,33 @@ class TrajectoryMetaLearner:
         grads, loss = self.meta_gradient(trajectory_x, trajectory_y, remember_x, remember_y)
         apply_gradients(self.meta_optimizer, self.meta_parameters(), grads)
         return {"meta_loss": float(loss)}
+
+    def meta_test(
+        self,
+        stream_x_per_class: Sequence[Tensor],
+        eval_x_per_class: Sequence[Tensor] | None = None,
+        *,
+        labels: Sequence[int] | None = None,
+        head_reset: str = "zeros",
+        lr: float | None = None,
+    ) -> dict[str, Any]:
+        """Meta-test protocol: the representation (``frozen_features``: OML's RLN; ANML's NM network
+        and body) frozen; head reset (``zeros`` default, or ``meta``: the learned initial head) and
+        trained one SGD step (``lr``, default ``inner_lr``) per image in one pass over the classes in
+        order. See :func:`continual_meta_test` for the result."""
+        return continual_meta_test(
+            self.frozen_features,
+            self.head,
+            reset_head(self.head, head_reset),
+            stream_x_per_class,
+            self.inner_lr if lr is None else lr,
+            eval_x_per_class,
+            labels,
+            self.loss_fn,
+        )
+
+    def frozen_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
@@ -259,28 +289,5 @@ class OML(TrajectoryMetaLearner):
         """The representation used at meta-test (no gradient)."""
         with torch.no_grad():
             return self.features(x)
-
-    def meta_test(
-        self,
-        stream_x_per_class: Sequence[Tensor],
-        eval_x_per_class: Sequence[Tensor] | None = None,
-        *,
-        labels: Sequence[int] | None = None,
-        head_reset: str = "zeros",
-        lr: float | None = None,
-    ) -> dict[str, Any]:
-        """Meta-test protocol: RLN frozen; head reset (``zeros`` default, or ``meta``: the learned
-        initial head) and trained one SGD step (``lr``, default ``inner_lr``) per image in one pass
-        over the classes in order. See :func:`continual_meta_test` for the result."""
-        return continual_meta_test(
-            self.frozen_features,
-            self.head,
-            reset_head(self.head, head_reset),
-            stream_x_per_class,
-            self.inner_lr if lr is None else lr,
-            eval_x_per_class,
-            labels,
-            self.loss_fn,
-        )
 
     # ---------------------------------------------------------------- checkpoints
