@@ -508,7 +508,9 @@ class StreamExperiment(Experiment):
     make_stream: Callable[[Profile, int], Any] | None = None
 
 
+@functools.lru_cache(maxsize=2)
 def _arrays(dataset: str):
+    """(train, test) arrays of ``dataset``, read and verified once per process (runs and methods share them)."""
     from warpgrad.data import digits, mnist
 
     loaders = {
