@@ -15,6 +15,7 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shlex
 import sys
@@ -124,13 +125,14 @@ def _resume_command(args: argparse.Namespace, methods: list[str], out_dir: Path)
 def _run(args: argparse.Namespace) -> int:
     from warpgrad.engine import PLOT_FILE, RESULTS_FILE, TrainingInterrupted, default_out_dir, format_table, run
     from warpgrad.engine.loop import resolve_experiment, resolve_methods
+    from warpgrad.experiments import StreamExperiment
 
     experiment = resolve_experiment(args.experiment)
     settings = dict(args.settings)
     experiment.profile(args.profile).with_overrides(settings)  # unknown keys and bad values: exit 2 now
     methods = resolve_methods(experiment, args.method)
     out_dir = args.out if args.out is not None else default_out_dir(experiment.name, args.profile)
-    if getattr(experiment, "make_stream", None) is not None:
+    if isinstance(experiment, StreamExperiment):
         return _run_streams(args, experiment, methods, settings, out_dir)
     resume = _resume_command(args, methods, out_dir)
     try:
@@ -169,8 +171,8 @@ def _run_streams(
     args: argparse.Namespace, experiment, methods: list[str], settings: dict[str, str], out_dir: Path
 ) -> int:
     from warpgrad.engine.loop import check_seed
-    from warpgrad.engine.streams import run_streams, table
 
+    runner = importlib.import_module(experiment.runner)
     if args.resume or args.stop_after is not None:
         raise ValueError(
             f"{experiment.name} is a stream experiment (minutes, no checkpoints): --resume and "
@@ -178,9 +180,9 @@ def _run_streams(
         )
     check_seed(args.seed)
     profile = experiment.profile(args.profile).with_overrides(settings)
-    results = run_streams(experiment, methods, profile, args.seed, out_dir, progress=not args.no_progress)
-    print(table(results))
-    print(f"\nresults: {out_dir / 'results.json'}\naccuracy matrices: {out_dir}/accuracy_matrix_METHOD.png")
+    results = runner.run(experiment, methods, profile, args.seed, out_dir, progress=not args.no_progress)
+    print(runner.table(results))
+    print(f"\n{runner.outputs(out_dir)}")
     return EXIT_OK
 
 

@@ -502,10 +502,16 @@ SINE_CONTINUAL = Experiment(
 
 @dataclass(frozen=True)
 class StreamExperiment(Experiment):
-    """A continual-learning experiment: methods are continual learners run through streams
-    (``warpgrad.engine.streams``), not meta-learners; ``make_stream(profile, seed)`` builds one."""
+    """A continual-learning experiment: methods are continual learners run through streams, not
+    meta-learners of the meta-training loop; ``make_stream(profile, seed)`` builds one.
+
+    ``runner`` names the module that runs it: it provides ``run(experiment, methods, profile,
+    seed, out_dir, progress) -> results``, ``table(results) -> str`` and ``outputs(out_dir) -> str``
+    (what was written, for the CLI). Such runs are short and have no checkpoints.
+    """
 
     make_stream: Callable[[Profile, int], Any] | None = None
+    runner: str = "warpgrad.engine.streams"
 
 
 @functools.lru_cache(maxsize=2)

@@ -113,6 +113,14 @@ def run_streams(
     return results
 
 
+run = run_streams  # the runner protocol of warpgrad.experiments.StreamExperiment
+
+
+def outputs(out_dir: str | Path) -> str:
+    """What a stream run writes, for the CLI."""
+    return f"results: {Path(out_dir) / RESULTS_FILE}\naccuracy matrices: {Path(out_dir)}/accuracy_matrix_METHOD.png"
+
+
 def table(results: dict[str, Any]) -> str:
     """The comparison table, with forgetting next to average accuracy."""
     lines = [format_table(results), "", "forgetting (mean ± 95% CI over runs):"]
