@@ -28,7 +28,7 @@ from warpgrad.engine import loop as loop_module
 from warpgrad.experiments import Experiment, MethodSpec, Profile, build_method, get_experiment
 from warpgrad.functional import sgd
 from warpgrad.methods.base import MetaLearner
-from warpgrad.tasks.base import sample_tasks
+from warpgrad.tasks.base import SeededTask
 from warpgrad.tasks.sine import SineFamily
 
 SINE_METHODS = list(get_experiment("sine").methods)
@@ -343,8 +343,14 @@ def test_results_json_values_csv_and_plot(tmp_path):
     profile = FAKE.profile("smoke")
     learner = build_method(FAKE, "fake", profile, 7)
     learner.load_state_dict(load_checkpoint(checkpoint_path(tmp_path, "fake"))["learner"])
-    tasks = sample_tasks(FAKE.make_family(profile), 5, torch.Generator().manual_seed(2_000_007))
-    values = learner.evaluate(tasks, torch.Generator().manual_seed(3_000_007))["mse"].double().numpy()
+    # the documented seeding: task i sampled from its own seed, its batches from another
+    task_seeds = torch.randint(0, 2**62, (5, 2), generator=torch.Generator().manual_seed(2_000_007))
+    tasks = [FAKE.make_family(profile).sample(torch.Generator().manual_seed(int(s))) for s in task_seeds[:, 0]]
+    evaluation = torch.Generator().manual_seed(3_000_007)
+    batch_seeds = torch.randint(0, 2**62, (5, 2), generator=evaluation)[:, 1]
+    learner_seed = int(torch.randint(0, 2**62, (), generator=evaluation))
+    tasks = [SeededTask(t, torch.Generator().manual_seed(int(s))) for t, s in zip(tasks, batch_seeds)]
+    values = learner.evaluate(tasks, torch.Generator().manual_seed(learner_seed))["mse"].double().numpy()
     assert entry["per_task"] == values.tolist()
     assert entry["mean"] == pytest.approx(values.mean(), rel=1e-12)
     assert entry["ci95"] == pytest.approx(1.96 * values.std(ddof=1) / np.sqrt(5), rel=1e-12)

@@ -18,11 +18,13 @@ import argparse
 import importlib
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from warpgrad import __version__
+from warpgrad.distributed import DEVICES
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -84,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a profile setting, e.g. --set ways=20 --set warpgrad.objective=first_order "
         "(repeatable; an unknown KEY lists the allowed ones)",
     )
+    run.add_argument(
+        "--device", default="cpu", choices=DEVICES, help="where models, batches and meta-gradients live (default: cpu)"
+    )
+    run.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split every meta-batch over N processes on this machine (launches torchrun: gloo on cpu, "
+        "nccl on cuda with one GPU per process); the result equals one process's",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
 
@@ -103,9 +116,9 @@ def _setting(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _resume_command(args: argparse.Namespace, methods: list[str], out_dir: Path) -> str:
-    parts = [
-        "warpgrad",
+def _run_arguments(args: argparse.Namespace, methods: list[str], out_dir: Path) -> list[str]:
+    """``run`` arguments that repeat this invocation (without ``--resume``/``--stop-after``/``--nproc``)."""
+    return [
         "run",
         args.experiment,
         "--method",
@@ -117,24 +130,70 @@ def _resume_command(args: argparse.Namespace, methods: list[str], out_dir: Path)
         "--seed",
         str(args.seed),
         *[part for key, value in args.settings for part in ("--set", f"{key}={value}")],
-        "--resume",
+        *(["--device", args.device] if args.device != "cpu" else []),
     ]
+
+
+def _resume_command(args: argparse.Namespace, methods: list[str], out_dir: Path) -> str:
+    nproc = ["--nproc", str(args.nproc)] if args.nproc and args.nproc > 1 else []
+    parts = ["warpgrad", *_run_arguments(args, methods, out_dir), *nproc, "--resume"]
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _launch(args: argparse.Namespace, methods: list[str], out_dir: Path) -> int:
+    """Run this command again in ``args.nproc`` processes under torchrun; its exit code."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+        "-m", "warpgrad", *_run_arguments(args, methods, out_dir),
+        *(["--resume"] if args.resume else []),
+        *(["--stop-after", str(args.stop_after)] if args.stop_after is not None else []),
+        *(["--no-progress"] if args.no_progress else []),
+    ]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+    try:
+        return subprocess.run(command, env=env).returncode
+    except KeyboardInterrupt:  # torchrun passed the Ctrl-C on; the ranks saved their checkpoint
+        return EXIT_INTERRUPTED
+
+
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from warpgrad.distributed import Cluster, launched_by_torchrun, resolve_device
     from warpgrad.engine import PLOT_FILE, RESULTS_FILE, TrainingInterrupted, default_out_dir, format_table, run
-    from warpgrad.engine.loop import resolve_experiment, resolve_methods
+    from warpgrad.engine.loop import check_seed, resolve_experiment, resolve_methods
     from warpgrad.experiments import StreamExperiment
 
     experiment = resolve_experiment(args.experiment)
     settings = dict(args.settings)
-    experiment.profile(args.profile).with_overrides(settings)  # unknown keys and bad values: exit 2 now
+    profile = experiment.profile(args.profile).with_overrides(settings)  # unknown keys and bad values: exit 2 now
     methods = resolve_methods(experiment, args.method)
     out_dir = args.out if args.out is not None else default_out_dir(experiment.name, args.profile)
+    resolve_device(args.device)
+    under_torchrun = launched_by_torchrun()
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+        if under_torchrun:
+            raise ValueError("--nproc launches torchrun itself; under torchrun leave it out")
     if isinstance(experiment, StreamExperiment):
+        if (args.nproc or 1) > 1 or under_torchrun:
+            raise ValueError(f"{experiment.name} is a stream experiment: it runs in one process (no --nproc/torchrun)")
         return _run_streams(args, experiment, methods, settings, out_dir)
+    if args.nproc is not None and args.nproc > 1:
+        check_seed(args.seed)
+        if profile.meta_batch < args.nproc:
+            raise ValueError(
+                f"meta_batch = {profile.meta_batch} is smaller than --nproc {args.nproc}; every process needs a task"
+            )
+        if args.device == "cuda" and args.nproc > torch.cuda.device_count():
+            raise ValueError(f"--nproc {args.nproc} with --device cuda needs {args.nproc} GPUs; "
+                             f"{torch.cuda.device_count()} visible")
+        return _launch(args, methods, out_dir)
+    cluster = Cluster.from_environment(args.device)
     resume = _resume_command(args, methods, out_dir)
+    say = print if cluster.is_main else (lambda *a, **k: None)
     try:
         results = run(
             experiment,
@@ -146,24 +205,25 @@ def _run(args: argparse.Namespace) -> int:
             stop_after=args.stop_after,
             progress=not args.no_progress,
             settings=settings,
+            cluster=cluster,
         )
     except TrainingInterrupted as stop:
-        print(
+        say(
             f"warpgrad: interrupted {stop.method} after meta-step {stop.step} of {stop.total} "
             f"(checkpoint saved); resume with: {resume}",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print(f"warpgrad: aborted; resume from the last saved checkpoints with: {resume}", file=sys.stderr)
+        say(f"warpgrad: aborted; resume from the last saved checkpoints with: {resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if results is None:
-        print(f"stopped after {args.stop_after} meta-steps as asked; resume with: {resume}")
+        say(f"stopped after {args.stop_after} meta-steps as asked; resume with: {resume}")
         return EXIT_OK
-    print(format_table(results))
-    print(f"\nresults: {out_dir / RESULTS_FILE}")
-    print(f"learning curves: {out_dir / PLOT_FILE}")
-    print(f"per-method metrics.csv and checkpoint.pt: {out_dir}/METHOD/")
+    say(format_table(results))
+    say(f"\nresults: {out_dir / RESULTS_FILE}")
+    say(f"learning curves: {out_dir / PLOT_FILE}")
+    say(f"per-method metrics.csv and checkpoint.pt: {out_dir}/METHOD/")
     return EXIT_OK
 
 

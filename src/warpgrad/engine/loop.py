@@ -1,17 +1,29 @@
 """The meta-training loop: any meta-learner on any task family, resumable bit for bit.
 
-Randomness comes only from explicit generators derived from the run's ``seed``:
+Randomness comes only from explicit generators derived from the run's ``seed``. Every task gets
+two seeds of its own: one to sample the task, one for the generator its training batches are drawn
+from (:class:`~warpgrad.tasks.base.SeededTask`). A task's data therefore never depends on the
+other tasks of its meta-batch, on the order a method visits them, or on which process runs it,
+which is what lets a meta-batch be split across processes (:mod:`warpgrad.distributed`) and
+still give the one-process result.
 
-* training tasks: ``torch.Generator().manual_seed(seed)``;
-* the generator passed to ``meta_step``: ``manual_seed(seed + 1)``;
-* validation tasks, drawn once: ``manual_seed(1_000_000 + seed)``;
-* final test tasks: ``manual_seed(2_000_000 + seed)`` (every method of a run sees the same ones);
-* every call of ``evaluate``: a fresh ``manual_seed(3_000_000 + seed)``, so evaluating never
-  perturbs training.
+* training tasks: their seeds come from ``torch.Generator().manual_seed(seed)``;
+* the generator passed to ``meta_step`` (for what a method draws itself, e.g. replay sampling):
+  a fresh one per meta-step, seeded from ``manual_seed(seed + 1)``;
+* validation tasks, drawn once: seeds from ``manual_seed(1_000_000 + seed)``;
+* final test tasks: seeds from ``manual_seed(2_000_000 + seed)`` (every method of a run sees the
+  same ones);
+* every evaluation: batch seeds from a fresh ``manual_seed(3_000_000 + seed)``, so evaluating
+  never perturbs training and repeats exactly.
 
 A checkpoint holds the step, the learner's ``state_dict()``, both training generators' states,
 the global torch RNG state, the validation history and the run's config; restoring it continues
-the run exactly as if it had never stopped (on CPU, bit for bit).
+the run exactly as if it had never stopped (on CPU, bit for bit) with any number of processes.
+
+With several processes (``torchrun``; see :mod:`warpgrad.distributed`) every rank samples and
+runs only its shard of each meta-batch and of each evaluation; gradients and metrics are
+averaged over the ranks and per-task results gathered, so all ranks hold the same state; only
+rank 0 writes files and shows progress.
 
 Example:
     >>> entry = train("sine", "baseline", "smoke", seed=0, out_dir=Path("runs/demo"))
@@ -31,8 +43,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
+from warpgrad.distributed import Cluster, reducing_gradients
 from warpgrad.engine.checkpoint import check_config, load_checkpoint, save_checkpoint
 from warpgrad.engine.plots import plot_learning_curves
 from warpgrad.engine.results import (
@@ -46,7 +60,7 @@ from warpgrad.engine.results import (
 )
 from warpgrad.experiments import Experiment, Profile, build_method, get_experiment
 from warpgrad.methods.base import MetaLearner
-from warpgrad.tasks.base import Task, TaskFamily, family_split, sample_tasks
+from warpgrad.tasks.base import SeededTask, Task, TaskFamily, family_split
 
 TASK_SEED_OFFSET = 0
 STEP_SEED_OFFSET = 1
@@ -54,6 +68,7 @@ VAL_SEED_OFFSET = 1_000_000
 TEST_SEED_OFFSET = 2_000_000
 EVAL_SEED_OFFSET = 3_000_000
 MAX_SEED = 2**32 - 1
+TASK_SEED_BOUND = 2**62
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.csv"
@@ -135,6 +150,28 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _draw_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(0, TASK_SEED_BOUND, (), generator=generator))
+
+
+def _task_seeds(generator: torch.Generator, n: int) -> list[tuple[int, int]]:
+    """``(sample seed, batch seed)`` for each of ``n`` tasks."""
+    return [(int(a), int(b)) for a, b in torch.randint(0, TASK_SEED_BOUND, (n, 2), generator=generator)]
+
+
+def _sample_tasks(family: TaskFamily, seeds: list[tuple[int, int]], indices: range) -> list[Task]:
+    """Tasks ``indices`` of a list whose task ``i`` is sampled from its own seed ``seeds[i][0]``."""
+    return [family.sample(_generator(seeds[i][0])) for i in indices]
+
+
+def _seeded(tasks: list[Task], batch_seeds: list[int], device: torch.device) -> list[Task]:
+    """Each task drawing its batches from a fresh generator of its own seed, on ``device``."""
+    return [
+        SeededTask(t, _generator(s), device) if isinstance(t, Task) else t  # type: ignore[misc]
+        for t, s in zip(tasks, batch_seeds, strict=True)
+    ]
+
+
 def checkpoint_path(out_dir: str | Path, method: str) -> Path:
     """Where ``method``'s checkpoint lives in a run's output directory."""
     return Path(out_dir) / method / CHECKPOINT_FILE
@@ -183,18 +220,29 @@ class _Run:
     seed: int
     learner: MetaLearner
     family: TaskFamily
-    val_tasks: list[Task]
+    val_tasks: list[Task]  # this rank's shard
     task_generator: torch.Generator
     step_generator: torch.Generator
+    cluster: Cluster
     step: int = 0
     elapsed_s: float = 0.0
     history: list[dict[str, Any]] | None = None
 
     @classmethod
-    def start(cls, experiment: Experiment, method: str, profile: Profile, seed: int) -> _Run:
-        learner = build_method(experiment, method, profile, seed)  # seeds the global RNG
+    def start(
+        cls, experiment: Experiment, method: str, profile: Profile, seed: int, cluster: Cluster | None = None
+    ) -> _Run:
+        cluster = Cluster() if cluster is None else cluster
+        cluster.check_divisible_work("meta_batch", profile.meta_batch)
+        learner = build_method(experiment, method, profile, seed).to(cluster.device)  # seeds the global RNG
         family = experiment.make_family(profile)
-        val_tasks = sample_tasks(family_split(family, "val"), profile.val_tasks, _generator(VAL_SEED_OFFSET + seed))
+        seeds = _task_seeds(_generator(VAL_SEED_OFFSET + seed), profile.val_tasks)
+        val_tasks = _sample_tasks(family_split(family, "val"), seeds, cluster.shard(profile.val_tasks))
+        if cluster.distributed and val_tasks and not isinstance(val_tasks[0], Task):
+            raise ValueError(
+                f"{experiment.name}'s tasks are not train_batch/test_batch tasks; its meta-batches cannot be "
+                "split across processes: run it in one process"
+            )
         return cls(
             experiment,
             method,
@@ -205,6 +253,7 @@ class _Run:
             val_tasks,
             _generator(TASK_SEED_OFFSET + seed),
             _generator(STEP_SEED_OFFSET + seed),
+            cluster,
             history=[],
         )
 
@@ -236,13 +285,40 @@ class _Run:
         self.elapsed_s = float(checkpoint["elapsed_s"])
         self.history = [dict(row) for row in checkpoint["history"]]
 
+    def meta_step(self) -> dict[str, float]:
+        """One meta-step on this rank's shard of the next meta-batch; metrics averaged over ranks."""
+        n = self.profile.meta_batch
+        seeds = _task_seeds(self.task_generator, n)
+        shard = self.cluster.shard(n)
+        tasks = _sample_tasks(family_split(self.family, "train"), seeds, shard)
+        tasks = _seeded(tasks, [seeds[i][1] for i in shard], self.cluster.device)
+        generator = _generator(_draw_seed(self.step_generator))
+        with reducing_gradients(self.cluster.gradient_reducer(n)):
+            metrics = self.learner.meta_step(tasks, generator)
+        return self.cluster.mean_metrics(metrics, n)
+
+    def evaluate(self, tasks: list[Task], n_total: int) -> dict[str, Tensor]:
+        """Per-task results (float64, CPU) of all ``n_total`` tasks, of which ``tasks`` is this
+        rank's shard; batches from per-task seeds of a fresh evaluation generator."""
+        generator = _generator(EVAL_SEED_OFFSET + self.seed)
+        batch_seeds = [b for _, b in _task_seeds(generator, n_total)]
+        shard = self.cluster.shard(n_total)
+        rows: list[dict[str, float]] = []
+        if tasks:
+            seeded = _seeded(tasks, [batch_seeds[i] for i in shard], self.cluster.device)
+            out = self.learner.evaluate(seeded, _generator(_draw_seed(generator)))
+            values = {k: v.detach().double().cpu() for k, v in out.items()}
+            rows = [{k: float(v[j]) for k, v in values.items()} for j in range(len(tasks))]
+        rows = self.cluster.gather(rows)
+        return {k: torch.tensor([r[k] for r in rows], dtype=torch.float64) for k in rows[0]}
+
     def validation_row(self, step: int, elapsed_s: float, train_metrics: dict[str, float]) -> dict[str, Any]:
-        out = self.learner.evaluate(self.val_tasks, _generator(EVAL_SEED_OFFSET + self.seed))
+        out = self.evaluate(self.val_tasks, self.profile.val_tasks)
         row: dict[str, Any] = {
             "step": step,
             "time_s": round(elapsed_s, 3),
-            f"val_{self.metric}": float(out[self.metric].double().mean()),
-            "val_loss": float(out["loss"].double().mean()),
+            f"val_{self.metric}": float(out[self.metric].mean()),
+            "val_loss": float(out["loss"].mean()),
         }
         for key, value in train_metrics.items():
             row[key if key not in row else f"meta_{key}"] = float(value)
@@ -250,16 +326,25 @@ class _Run:
 
 
 def initialize_checkpoint(
-    experiment: str | Experiment, method: str, profile: str | Profile, seed: int, out_dir: str | Path
+    experiment: str | Experiment,
+    method: str,
+    profile: str | Profile,
+    seed: int,
+    out_dir: str | Path,
+    cluster: Cluster | None = None,
 ) -> Path:
     """Write ``method``'s step-0 checkpoint (a freshly built learner) and return its path.
 
-    Resuming from it is identical to starting afresh, so a run can always be resumed.
+    Resuming from it is identical to starting afresh, so a run can always be resumed. With
+    several processes rank 0 writes it and every rank waits until it is there.
     """
+    cluster = Cluster() if cluster is None else cluster
     exp = resolve_experiment(experiment)
-    state = _Run.start(exp, method, resolve_profile(exp, profile), seed)
     path = checkpoint_path(out_dir, method)
-    save_checkpoint(path, state.checkpoint())
+    if cluster.is_main:
+        state = _Run.start(exp, method, resolve_profile(exp, profile), seed)
+        save_checkpoint(path, state.checkpoint())
+    cluster.barrier()
     return path
 
 
@@ -308,6 +393,7 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
     settings: dict[str, str] | None = None,
+    cluster: Cluster | None = None,
 ) -> dict[str, Any] | None:
     """Meta-train one method, evaluate it on held-out tasks, and return its results entry.
 
@@ -323,6 +409,8 @@ def train(
         resume: continue from ``out_dir/METHOD/checkpoint.pt``.
         stop_after: stop after this many meta-steps in this call, having saved a checkpoint.
         progress: show a progress bar on stderr.
+        cluster: this process's rank and device (default: one CPU process); with several
+            ranks every rank calls ``train`` and gets the same entry, rank 0 writes the files.
 
     Returns:
         ``{"metric", "lower_is_better", "mean", "ci95", "n_tasks", "steps", "loss_mean",
@@ -343,13 +431,15 @@ def train(
     directory = out_dir / method
     ckpt_path = directory / CHECKPOINT_FILE
     csv_path = directory / METRICS_FILE
+    cluster = Cluster() if cluster is None else cluster
+    main = cluster.is_main
     checkpoint = load_run_checkpoint(exp, method, prof, seed, out_dir) if resume else None
 
-    state = _Run.start(exp, method, prof, seed)
+    state = _Run.start(exp, method, prof, seed, cluster)
     if checkpoint is not None:
         state.restore(checkpoint)
         del checkpoint
-    else:
+    elif main:
         save_checkpoint(ckpt_path, state.checkpoint())
     metric_key = f"val_{state.metric}"
     clock = time.perf_counter()
@@ -360,14 +450,19 @@ def train(
 
     def save() -> None:
         state.elapsed_s = elapsed()
-        save_checkpoint(ckpt_path, state.checkpoint())
+        if main:
+            save_checkpoint(ckpt_path, state.checkpoint())
+
+    def write_history() -> None:
+        if main:
+            write_metrics_csv(csv_path, state.history)
 
     bar = tqdm(
         total=prof.meta_steps,
         initial=state.step,
         desc=f"{exp.name}/{method}",
         unit="step",
-        disable=not progress,
+        disable=not (progress and main),
         file=sys.stderr,
         mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line every 10 s
         dynamic_ncols=True,
@@ -376,41 +471,42 @@ def train(
         with _DeferredInterrupt(bar) as interrupt:
             if state.step == 0 and not state.history:
                 state.history.append(state.validation_row(0, elapsed(), {}))
-            write_metrics_csv(csv_path, state.history)  # on resume: rewritten from the checkpoint
+            write_history()  # on resume: rewritten from the checkpoint
             if state.history:
                 bar.set_postfix({metric_key: f"{state.history[-1][metric_key]:.4g}"})
-            if interrupt.requested:
+            if cluster.any(interrupt.requested):
                 save()
                 raise TrainingInterrupted(method, state.step, prof.meta_steps, ckpt_path)
             start = state.step
             while state.step < prof.meta_steps:
-                tasks = sample_tasks(family_split(state.family, "train"), prof.meta_batch, state.task_generator)
-                train_metrics = state.learner.meta_step(tasks, state.step_generator)
+                train_metrics = state.meta_step()
                 check_finite(method, state.step + 1, train_metrics)
                 state.step += 1
                 bar.update(1)
                 last = state.step == prof.meta_steps
                 if state.step % prof.eval_every == 0 or last:
                     state.history.append(state.validation_row(state.step, elapsed(), train_metrics))
-                    write_metrics_csv(csv_path, state.history)
+                    write_history()
                     bar.set_postfix({metric_key: f"{state.history[-1][metric_key]:.4g}"})
                 stop = stop_after is not None and state.step - start >= stop_after
-                if state.step % prof.checkpoint_every == 0 or last or stop or interrupt.requested:
+                interrupted = cluster.any(interrupt.requested)
+                if state.step % prof.checkpoint_every == 0 or last or stop or interrupted:
                     save()
-                if interrupt.requested:
+                if interrupted:
                     raise TrainingInterrupted(method, state.step, prof.meta_steps, ckpt_path)
                 if stop and not last:
                     return None
     finally:
         bar.close()
 
-    test_tasks = sample_tasks(family_split(state.family, "test"), prof.test_tasks, _generator(TEST_SEED_OFFSET + seed))
+    seeds = _task_seeds(_generator(TEST_SEED_OFFSET + seed), prof.test_tasks)
     test_start = time.perf_counter()
-    out = state.learner.evaluate(test_tasks, _generator(EVAL_SEED_OFFSET + seed))
+    test_tasks = _sample_tasks(family_split(state.family, "test"), seeds, cluster.shard(prof.test_tasks))
+    out = state.evaluate(test_tasks, prof.test_tasks)
     test_time = time.perf_counter() - test_start
-    values = out[state.metric].detach().double().cpu()
+    values = out[state.metric]
     mean, ci95 = mean_ci95(values)
-    loss_mean, loss_ci95 = mean_ci95(out["loss"].detach())
+    loss_mean, loss_ci95 = mean_ci95(out["loss"])
     return {
         "metric": state.metric,
         "lower_is_better": bool(state.family.lower_is_better),
@@ -424,7 +520,7 @@ def train(
         "test_time_s": round(test_time, 3),
         "per_task": values.tolist(),
         "extra": {  # further per-task metrics the learner reports (e.g. continual forgetting)
-            key: dict(zip(("mean", "ci95"), mean_ci95(value.detach())))
+            key: dict(zip(("mean", "ci95"), mean_ci95(value)))
             for key, value in out.items()
             if key not in (state.metric, "loss")
         },
@@ -450,6 +546,7 @@ def run(
     stop_after: int | None = None,
     progress: bool = True,
     settings: dict[str, str] | None = None,
+    cluster: Cluster | None = None,
 ) -> dict[str, Any] | None:
     """Train and evaluate several methods; write ``results.json`` and ``learning_curves.png``.
 
@@ -461,7 +558,7 @@ def run(
     Args:
         methods: method names (a list or a comma-separated string); ``None`` or ``"all"``: all.
         out_dir: defaults to ``runs/EXPERIMENT-PROFILE``.
-        Others: as for :func:`train`.
+        Others: as for :func:`train` (with several processes every rank calls ``run``).
 
     Returns:
         The merged results (what ``results.json`` now holds), or ``None`` if ``stop_after``
@@ -485,16 +582,20 @@ def run(
             load_run_checkpoint(exp, name, prof, seed, out_dir)
     results = load_results(results_path)
     check_compatible(results, run_info, results_path)
+    cluster = Cluster() if cluster is None else cluster
     if not resume:
         for name in names:
-            initialize_checkpoint(exp, name, prof, seed, out_dir)
+            initialize_checkpoint(exp, name, prof, seed, out_dir, cluster)
 
     for name in names:
-        entry = train(exp, name, prof, seed, out_dir, resume=True, stop_after=stop_after, progress=progress)
+        entry = train(
+            exp, name, prof, seed, out_dir, resume=True, stop_after=stop_after, progress=progress, cluster=cluster
+        )
         if entry is None:
             return None
         run_info.update(metric=entry["metric"], lower_is_better=entry["lower_is_better"])
         results = merge_results(results, run_info, {name: entry})
-        write_results(results_path, results)
-        plot_learning_curves(results, out_dir / PLOT_FILE)
+        if cluster.is_main:
+            write_results(results_path, results)
+            plot_learning_curves(results, out_dir / PLOT_FILE)
     return results

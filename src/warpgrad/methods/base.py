@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from warpgrad.distributed import reduce_gradients
 from warpgrad.functional import (
     InnerOptimizer,
     Params,
@@ -75,7 +76,12 @@ def make_meta_optimizer(name: str, params: list[Tensor], lr: float) -> torch.opt
 
 
 def apply_gradients(optimizer: torch.optim.Optimizer, params: list[Tensor], grads: list[Tensor]) -> None:
-    """Set ``.grad`` of ``params`` to ``grads`` and take one step of ``optimizer``."""
+    """Set ``.grad`` of ``params`` to ``grads`` and take one step of ``optimizer``.
+
+    In a distributed meta-step the gradients are first averaged over the ranks' shards of the
+    meta-batch (:func:`warpgrad.distributed.reduce_gradients`).
+    """
+    grads = reduce_gradients(grads)
     for p, g in zip(params, grads, strict=True):
         p.grad = g.detach().clone()
     optimizer.step()
@@ -151,6 +157,11 @@ class MetaLearner:
             losses.append(task.loss(prediction, y).detach())
             metrics.append(task.metric(prediction, y).detach())
         return {"loss": torch.stack(losses), tasks[0].metric_name: torch.stack(metrics)}
+
+    def to(self, device: torch.device | str) -> MetaLearner:
+        """Move every meta-parameter to ``device`` in place (before the first meta-step)."""
+        self.model.to(device)
+        return self
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

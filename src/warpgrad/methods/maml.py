@@ -41,7 +41,7 @@ from warpgrad.functional import (
     per_parameter_sgd,
 )
 from warpgrad.methods.base import MetaLearner, apply_gradients, make_meta_optimizer
-from warpgrad.tasks.base import Task
+from warpgrad.tasks.base import Task, loss_function
 
 Batch = tuple[Tensor, Tensor]
 
@@ -102,7 +102,7 @@ def mean_adapted_loss(
     support = draw_support(tasks, steps, generator)
     queries = [task.test_batch() for task in tasks]
     loss_fn = tasks[0].loss
-    same_family = len({type(t) for t in tasks}) == 1
+    same_family = len({loss_function(t) for t in tasks}) == 1
     if batched and len(tasks) > 1 and same_family and _same_shapes(support) and _same_shapes(queries):
         stacked_support = [
             (torch.stack([s[k][0] for s in support]), torch.stack([s[k][1] for s in support])) for k in range(steps)
@@ -216,6 +216,12 @@ class MetaSGD(MAML):
 
     def meta_parameters(self) -> list[Tensor]:
         return super().meta_parameters() + list(self.learning_rates)
+
+    def to(self, device: torch.device | str) -> MetaSGD:
+        super().to(device)
+        for lr in self.learning_rates:  # in place: the inner optimiser and meta-optimiser hold these
+            lr.data = lr.data.to(device)
+        return self
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

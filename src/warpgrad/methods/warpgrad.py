@@ -69,7 +69,7 @@ from warpgrad.functional import (
 from warpgrad.methods.base import META_OPTIMIZERS, MetaLearner, apply_gradients, make_meta_optimizer
 from warpgrad.methods.leap import LeapPath, run_trajectory
 from warpgrad.methods.maml import maml_gradient
-from warpgrad.tasks.base import Task
+from warpgrad.tasks.base import Task, loss_function
 
 OBJECTIVES = ("exact", "first_order", "approx")
 ALGORITHMS = ("offline", "online")
@@ -137,9 +137,10 @@ class ReservoirBuffer:
         self.offered += 1
 
     def sample(self, n: int, generator: torch.Generator) -> list[Any]:
-        """``min(n, len)`` distinct items, uniformly at random."""
-        order = torch.randperm(len(self.items), generator=generator)[:n]
-        return [self.items[int(i)] for i in order]
+        """``min(n, len)`` distinct items chosen uniformly at random, in buffer order (so that
+        taking every item gives the same list however the buffer was filled)."""
+        chosen = torch.randperm(len(self.items), generator=generator)[:n].sort().values
+        return [self.items[int(i)] for i in chosen]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -226,7 +227,7 @@ class WarpGrad(MetaLearner):
         """
         _, phi = self.parameters_by_role()
         batches = self._point_batches(points, tasks, generator)
-        loss_fns = {type(tasks[p.task]) for p in points}
+        loss_fns = {loss_function(tasks[p.task]) for p in points}
         shapes = {tuple(t.shape for b in pair for t in b) for pair in batches}
         if self.batched and len(points) > 1 and len(shapes) == 1 and len(loss_fns) == 1:
             return self._warp_loss_vmap(points, tasks[points[0].task].loss, batches, phi)

@@ -45,6 +45,49 @@ def family_split(family: TaskFamily, split: str) -> TaskFamily:
     return splitter(split) if callable(splitter) else family
 
 
+def loss_function(task: Task):
+    """The function behind ``task.loss`` (tasks whose losses share it can be vmapped together)."""
+    return getattr(task.loss, "__func__", task.loss)
+
+
+class SeededTask:
+    """``task`` drawing its training batches from its own ``generator`` (the one a caller passes is
+    ignored), with every batch moved to ``device``.
+
+    The engine gives each task of a meta-batch its own generator so that a task's data does not
+    depend on which other tasks are in the same process or in what order a method visits them:
+    a meta-batch split across processes (:mod:`warpgrad.distributed`) then draws exactly what one
+    process would. Any other attribute is the wrapped task's.
+    """
+
+    def __init__(self, task: Task, generator: torch.Generator, device: torch.device | str | None = None):
+        self.task = task
+        self.generator = generator
+        self.device = None if device is None else torch.device(device)
+
+    def _to_device(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        if self.device is None:
+            return batch
+        return batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+
+    def train_batch(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        return self._to_device(self.task.train_batch(self.generator))
+
+    def test_batch(self) -> tuple[Tensor, Tensor]:
+        return self._to_device(self.task.test_batch())
+
+    @property
+    def loss(self):  # the wrapped task's bound method: methods compare ``loss.__func__`` across tasks
+        return self.task.loss
+
+    @property
+    def metric(self):
+        return self.task.metric
+
+    def __getattr__(self, name: str):
+        return getattr(self.task, name)
+
+
 def sample_tasks(family: TaskFamily, n: int, generator: torch.Generator) -> list[Task]:
     """``n`` tasks drawn in order from ``family`` with ``generator``."""
     return [family.sample(generator) for _ in range(n)]

@@ -1,0 +1,186 @@
+"""Several processes share a meta-batch: ``torch.distributed`` as launched by ``torchrun``.
+
+The engine splits the tasks of every meta-batch (and of every evaluation) into contiguous
+shards, one per rank. Each rank runs the unchanged meta-learner on its shard; every meta-gradient
+the learner hands to its meta-optimiser passes through :func:`reduce_gradients`, which the engine
+points at a weighted all-reduce: rank r's shard mean times ``n_r / N``, summed over ranks, is the
+mean over the whole meta-batch. Every rank then takes the same optimiser step, so the
+meta-parameters stay identical on all ranks without being broadcast.
+
+This equals a one-process run exactly (up to floating-point summation order) for every method
+whose meta-gradient is a mean of per-task terms with the same weight per task: MAML, FOMAML,
+Meta-SGD, T-Nets, Reptile, Leap, fine-tuning, online WarpGrad, and offline WarpGrad while its
+replay buffer holds every trajectory point of the meta-batch. With a smaller buffer each rank
+keeps its own reservoir (``buffer_size`` points of its shard each), an unbiased estimate of the
+same objective rather than the same numbers. The per-task randomness that makes this possible
+(each task samples its data and batches from its own seed, whichever rank runs it) is set up in
+:mod:`warpgrad.engine.loop`.
+
+Backends: ``gloo`` on CPU, ``nccl`` on CUDA (one GPU per rank, ``cuda:LOCAL_RANK``).
+
+Example (2 processes on one machine)::
+
+    torchrun --standalone --nproc_per_node 2 -m warpgrad run sine --method warpgrad
+    warpgrad run sine --method warpgrad --nproc 2          # the same, launched for you
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+DEVICES = ("cpu", "cuda")
+
+GradientReducer = Callable[[list[Tensor]], list[Tensor]]
+_reducer: GradientReducer | None = None
+
+
+def reduce_gradients(grads: list[Tensor]) -> list[Tensor]:
+    """``grads`` as the meta-optimiser should see them: all-reduced inside a distributed
+    meta-step (see :func:`reducing_gradients`), unchanged otherwise."""
+    return list(grads) if _reducer is None else _reducer(list(grads))
+
+
+@contextmanager
+def reducing_gradients(reducer: GradientReducer | None) -> Iterator[None]:
+    """Route every :func:`reduce_gradients` call through ``reducer`` while the block runs."""
+    global _reducer
+    previous, _reducer = _reducer, reducer
+    try:
+        yield
+    finally:
+        _reducer = previous
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` or ``cuda`` as a device; a clear error when CUDA is asked for and absent."""
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; allowed: {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU here; use --device cpu")
+    return torch.device(name)
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one rank of a ``torchrun`` launch with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place among the ranks, and its device. ``Cluster()`` is one CPU process."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @classmethod
+    def from_environment(cls, device: str = "cpu") -> Cluster:
+        """One process (``WORLD_SIZE`` unset or 1) or this rank of a ``torchrun`` launch.
+
+        Joins the process group (gloo on CPU, nccl on CUDA) if it is not joined yet; on CUDA
+        each rank uses the GPU ``LOCAL_RANK``.
+        """
+        resolved = resolve_device(device)
+        if not launched_by_torchrun():
+            return cls(device=resolved)
+        if resolved.type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if local >= torch.cuda.device_count():
+                raise ValueError(
+                    f"rank with LOCAL_RANK {local} has no GPU: {torch.cuda.device_count()} visible; "
+                    "launch at most one process per GPU"
+                )
+            torch.cuda.set_device(local)
+            resolved = torch.device("cuda", local)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), resolved)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes outputs, checkpoints and progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def shard(self, n: int) -> range:
+        """This rank's contiguous share of ``n`` items (sizes differ by at most one)."""
+        return range(n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size)
+
+    def check_divisible_work(self, what: str, n: int) -> None:
+        """Raise unless every rank gets at least one of ``n`` items."""
+        if self.distributed and n < self.world_size:
+            raise ValueError(f"{what} = {n} is smaller than the number of processes ({self.world_size}); "
+                             f"every process needs at least one task")
+
+    # ------------------------------------------------------------------ collectives
+    def gradient_reducer(self, n_total: int) -> GradientReducer | None:
+        """The weighted all-reduce for a meta-batch of ``n_total`` tasks (``None``: one process)."""
+        if not self.distributed:
+            return None
+        weight = len(self.shard(n_total)) / n_total
+
+        def reduce(grads: list[Tensor]) -> list[Tensor]:
+            return self._weighted_sum(grads, weight)
+
+        return reduce
+
+    def _weighted_sum(self, tensors: list[Tensor], weight: float) -> list[Tensor]:
+        out: list[Tensor | None] = [None] * len(tensors)
+        by_dtype: dict[torch.dtype, list[int]] = {}
+        for i, t in enumerate(tensors):
+            by_dtype.setdefault(t.dtype, []).append(i)
+        for indices in by_dtype.values():
+            flat = torch.cat([tensors[i].detach().reshape(-1) for i in indices]) * weight
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            for i, piece in zip(indices, flat.split([tensors[i].numel() for i in indices])):
+                out[i] = piece.view_as(tensors[i])
+        return out  # type: ignore[return-value]
+
+    def mean_metrics(self, metrics: dict[str, float], n_total: int) -> dict[str, float]:
+        """Per-shard mean metrics → meta-batch means (the same weights as the gradients)."""
+        if not self.distributed or not metrics:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=self.device)
+        (total,) = self._weighted_sum([values], len(self.shard(n_total)) / n_total)
+        return dict(zip(keys, total.tolist()))
+
+    def gather(self, items: list[Any]) -> list[Any]:
+        """Every rank's list, concatenated in rank order (so shards come back in task order)."""
+        if not self.distributed:
+            return list(items)
+        parts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(parts, items)
+        return [item for part in parts for item in part]
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
+        if not self.distributed:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+__all__ = [
+    "Cluster",
+    "DEVICES",
+    "launched_by_torchrun",
+    "reduce_gradients",
+    "reducing_gradients",
+    "resolve_device",
+]
