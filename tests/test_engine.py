@@ -396,3 +396,16 @@ def test_a_diverging_method_stops_with_one_line_naming_the_step(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert len(err) == 1 and "baseline diverged at meta-step 1 (meta_loss = nan)" in err[0]
+
+
+def test_prefetching_tasks_changes_nothing(tmp_path):
+    """Sampling the next meta-batch in a background thread gives the same run, checkpoint included."""
+    entries, states = [], []
+    for prefetch in (True, False):
+        out = tmp_path / str(prefetch)
+        entries.append(train(FAKE, "fake", "smoke", 3, out, progress=False, prefetch=prefetch))
+        states.append(load_checkpoint(checkpoint_path(out, "fake")))
+    assert entries[0]["per_task"] == entries[1]["per_task"]
+    assert states[0]["generators"]["tasks"].equal(states[1]["generators"]["tasks"])
+    for key, value in states[0]["learner"]["model"].items():
+        assert value.equal(states[1]["learner"]["model"][key])

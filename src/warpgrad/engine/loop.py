@@ -38,6 +38,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -164,6 +165,35 @@ def _sample_tasks(family: TaskFamily, seeds: list[tuple[int, int]], indices: ran
     return [family.sample(_generator(seeds[i][0])) for i in indices]
 
 
+class _TaskPrefetcher:
+    """Samples the next meta-batch's tasks in a background thread while the current meta-step runs.
+
+    The next seeds are read from a copy of the task generator, so the generator itself (and what
+    a checkpoint stores) advances exactly as without prefetching, and the tasks are the same.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="warpgrad-tasks")
+        self._pending: tuple[list[tuple[int, int]], Future] | None = None
+
+    def request(self, family: TaskFamily, generator: torch.Generator, n: int, indices: range) -> None:
+        peek = torch.Generator()
+        peek.set_state(generator.get_state())
+        seeds = _task_seeds(peek, n)
+        self._pending = (seeds, self._pool.submit(_sample_tasks, family, seeds, indices))
+
+    def take(self, seeds: list[tuple[int, int]]) -> list[Task] | None:
+        """The prefetched tasks if they were sampled from ``seeds``, else ``None``."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending[0] != seeds:
+            return None
+        return pending[1].result()
+
+    def close(self) -> None:
+        self._pending = None
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _seeded(tasks: list[Task], batch_seeds: list[int], device: torch.device) -> list[Task]:
     """Each task drawing its batches from a fresh generator of its own seed, on ``device``."""
     return [
@@ -227,6 +257,7 @@ class _Run:
     step: int = 0
     elapsed_s: float = 0.0
     history: list[dict[str, Any]] | None = None
+    prefetcher: _TaskPrefetcher | None = None
 
     @classmethod
     def start(
@@ -288,9 +319,14 @@ class _Run:
     def meta_step(self) -> dict[str, float]:
         """One meta-step on this rank's shard of the next meta-batch; metrics averaged over ranks."""
         n = self.profile.meta_batch
+        family = family_split(self.family, "train")
         seeds = _task_seeds(self.task_generator, n)
         shard = self.cluster.shard(n)
-        tasks = _sample_tasks(family_split(self.family, "train"), seeds, shard)
+        tasks = self.prefetcher.take(seeds) if self.prefetcher is not None else None
+        if tasks is None:
+            tasks = _sample_tasks(family, seeds, shard)
+        if self.prefetcher is not None and self.step + 1 < self.profile.meta_steps:
+            self.prefetcher.request(family, self.task_generator, n, shard)
         tasks = _seeded(tasks, [seeds[i][1] for i in shard], self.cluster.device)
         generator = _generator(_draw_seed(self.step_generator))
         with reducing_gradients(self.cluster.gradient_reducer(n)):
@@ -394,6 +430,7 @@ def train(
     progress: bool = True,
     settings: dict[str, str] | None = None,
     cluster: Cluster | None = None,
+    prefetch: bool = True,
 ) -> dict[str, Any] | None:
     """Meta-train one method, evaluate it on held-out tasks, and return its results entry.
 
@@ -411,6 +448,8 @@ def train(
         progress: show a progress bar on stderr.
         cluster: this process's rank and device (default: one CPU process); with several
             ranks every rank calls ``train`` and gets the same entry, rank 0 writes the files.
+        prefetch: sample the next meta-batch's tasks in a background thread during each
+            meta-step (the same tasks either way).
 
     Returns:
         ``{"metric", "lower_is_better", "mean", "ci95", "n_tasks", "steps", "loss_mean",
@@ -467,6 +506,7 @@ def train(
         mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line every 10 s
         dynamic_ncols=True,
     )
+    state.prefetcher = _TaskPrefetcher() if prefetch else None
     try:
         with _DeferredInterrupt(bar) as interrupt:
             if state.step == 0 and not state.history:
@@ -498,6 +538,8 @@ def train(
                     return None
     finally:
         bar.close()
+        if state.prefetcher is not None:
+            state.prefetcher.close()
 
     seeds = _task_seeds(_generator(TEST_SEED_OFFSET + seed), prof.test_tasks)
     test_start = time.perf_counter()

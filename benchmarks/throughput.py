@@ -1,0 +1,138 @@
+"""Throughput: (a) tasks per second and peak memory per method and K; (b) scaling over processes.
+
+(a) Every sine method of ``warpgrad run sine`` (the experiment's own recipes: MLP 1-40-40-1 with
+linear warps for WarpGrad/T-Nets, inner SGD lr 0.01, 8 tasks per meta-batch) with K inner steps.
+Each configuration runs in a fresh subprocess; tasks/s is the meta-batch over the median of
+``--repeats`` meta-steps after one warm-up; peak MB is the growth of the process's peak resident
+set size over those steps.
+
+(b) ``warpgrad run EXPERIMENT --method warpgrad`` through the real engine, three ways on the same
+machine: one process with one torch thread, one process with one thread per core, and
+``--nproc 2`` (one thread each). Tasks/s is meta-steps × meta-batch over the training wall time
+the run records (data loading and the final test excluded). Scaling efficiency is the 2-process
+throughput over twice the 1-process, 1-thread throughput.
+
+    python benchmarks/throughput.py                   # the figures in docs/benchmarks.md
+    python benchmarks/throughput.py --skip-scaling    # (a) only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SINE_METHODS = ("maml", "fomaml", "metasgd", "tnets", "reptile", "leap", "finetune", "warpgrad")
+
+
+def worker(config: dict) -> dict:
+    import torch
+
+    from warpgrad.engine.loop import _seeded, _task_seeds
+    from warpgrad.experiments import build_method, get_experiment
+
+    experiment = get_experiment("sine")
+    profile = experiment.profile("quick").with_overrides({"inner_steps": str(config["k"])})
+    learner = build_method(experiment, config["method"], profile, 0)
+    family = experiment.make_family(profile)
+    n = profile.meta_batch
+    seeds = _task_seeds(torch.Generator().manual_seed(0), n)
+
+    def tasks():
+        sampled = [family.sample(torch.Generator().manual_seed(a)) for a, _ in seeds]
+        return _seeded(sampled, [b for _, b in seeds], torch.device("cpu"))
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    learner.meta_step(tasks(), torch.Generator().manual_seed(1))  # warm-up
+    times = []
+    for _ in range(config["repeats"]):
+        batch = tasks()
+        start = time.perf_counter()
+        learner.meta_step(batch, torch.Generator().manual_seed(1))
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"tasks_per_s": n / statistics.median(times), "peak_mb": (peak - base) / 1024,
+            "threads": torch.get_num_threads()}
+
+
+def measure(config: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(config)], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def engine_throughput(experiment: str, profile: str, settings: list[str], threads: int, nproc: int) -> dict:
+    """Tasks/s of ``warpgrad run EXPERIMENT --method warpgrad`` as the engine records it."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "warpgrad", "run", experiment, "--method", "warpgrad", "--profile", profile,
+                   "--out", out, "--no-progress", *[p for s in settings for p in ("--set", s)]]
+        if nproc > 1:
+            command += ["--nproc", str(nproc)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        results = json.loads((Path(out) / "results.json").read_text())
+    entry = results["methods"]["warpgrad"]
+    from warpgrad.experiments import get_experiment
+
+    prof = get_experiment(experiment).profile(profile).with_overrides(dict(s.split("=", 1) for s in settings))
+    return {"tasks_per_s": entry["steps"] * prof.meta_batch / entry["wall_time_s"], "mean": entry["mean"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ks", default="5,25", help="inner-step counts for part (a)")
+    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+
+    ks = [int(k) for k in args.ks.split(",")]
+    print("(a) sine, 8 tasks per meta-batch: tasks/s (peak MB) per method and K")
+    print(f"{'method':10s}" + "".join(f"{f'K={k}':>22s}" for k in ks))
+    threads = None
+    for method in SINE_METHODS:
+        cells = []
+        for k in ks:
+            r = measure({"method": method, "k": k, "repeats": args.repeats})
+            threads = r["threads"]
+            cells.append(f"{r['tasks_per_s']:10.1f} ({r['peak_mb']:6.1f} MB)")
+        print(f"{method:10s}" + "".join(f"{c:>22s}" for c in cells))
+    print(f"(torch threads: {threads})\n")
+    if args.skip_scaling:
+        return
+
+    cores = os.cpu_count() or 1
+    workloads = [
+        ("sine", "quick", ["meta_steps=100", "val_tasks=2", "test_tasks=2"]),
+        ("kanji-multishot", "quick", ["meta_steps=20", "val_tasks=2", "test_tasks=2"]),
+    ]
+    print(f"(b) scaling over processes, warpgrad, {cores} cores: tasks/s through `warpgrad run`")
+    print(f"{'experiment':16s} {'1 proc x 1 thr':>15s} {f'1 proc x {cores} thr':>15s} {'2 procs x 1 thr':>16s} "
+          f"{'efficiency':>11s} {'vs 1 proc x all':>16s}")
+    for experiment, profile, settings in workloads:
+        one = engine_throughput(experiment, profile, settings, 1, 1)
+        all_threads = engine_throughput(experiment, profile, settings, cores, 1)
+        two = engine_throughput(experiment, profile, settings, 1, 2)
+        assert abs(two["mean"] - one["mean"]) <= 1e-3 * max(1.0, abs(one["mean"])), (one, two)
+        print(f"{experiment:16s} {one['tasks_per_s']:15.1f} {all_threads['tasks_per_s']:15.1f} "
+              f"{two['tasks_per_s']:16.1f} {two['tasks_per_s'] / (2 * one['tasks_per_s']):10.2f}x "
+              f"{two['tasks_per_s'] / all_threads['tasks_per_s']:15.2f}x")
+    print("(efficiency: 2-process tasks/s over twice the 1-process 1-thread tasks/s; the 2-process runs' "
+          "results equal the 1-process ones)")
+
+
+if __name__ == "__main__":
+    main()
