@@ -18,7 +18,6 @@ import argparse
 import importlib
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -94,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="split every meta-batch over N processes on this machine (launches torchrun: gloo on cpu, "
+        help="split every meta-batch over N processes on this machine (as torchrun would: gloo on cpu, "
         "nccl on cuda with one GPU per process); the result equals one process's",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -135,26 +134,25 @@ def _run_arguments(args: argparse.Namespace, methods: list[str], out_dir: Path) 
 
 
 def _resume_command(args: argparse.Namespace, methods: list[str], out_dir: Path) -> str:
-    nproc = ["--nproc", str(args.nproc)] if args.nproc and args.nproc > 1 else []
+    processes = args.nproc or int(os.environ.get("WORLD_SIZE", "1"))
+    nproc = ["--nproc", str(processes)] if processes > 1 else []
     parts = ["warpgrad", *_run_arguments(args, methods, out_dir), *nproc, "--resume"]
     return " ".join(shlex.quote(p) for p in parts)
 
 
 def _launch(args: argparse.Namespace, methods: list[str], out_dir: Path) -> int:
-    """Run this command again in ``args.nproc`` processes under torchrun; its exit code."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-        "-m", "warpgrad", *_run_arguments(args, methods, out_dir),
-        *(["--resume"] if args.resume else []),
-        *(["--stop-after", str(args.stop_after)] if args.stop_after is not None else []),
-        *(["--no-progress"] if args.no_progress else []),
-    ]
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
-    try:
-        return subprocess.run(command, env=env).returncode
-    except KeyboardInterrupt:  # torchrun passed the Ctrl-C on; the ranks saved their checkpoint
-        return EXIT_INTERRUPTED
+    """Run this command again as ``args.nproc`` ranks (see :func:`warpgrad.distributed.launch`)."""
+    from warpgrad.distributed import launch
+
+    return launch(
+        [
+            *_run_arguments(args, methods, out_dir),
+            *(["--resume"] if args.resume else []),
+            *(["--stop-after", str(args.stop_after)] if args.stop_after is not None else []),
+            *(["--no-progress"] if args.no_progress else []),
+        ],
+        args.nproc,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -21,12 +21,17 @@ Backends: ``gloo`` on CPU, ``nccl`` on CUDA (one GPU per rank, ``cuda:LOCAL_RANK
 Example (2 processes on one machine)::
 
     torchrun --standalone --nproc_per_node 2 -m warpgrad run sine --method warpgrad
-    warpgrad run sine --method warpgrad --nproc 2          # the same, launched for you
+    warpgrad run sine --method warpgrad --nproc 2          # the same ranks, launched by :func:`launch`
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -176,8 +181,56 @@ class Cluster:
             dist.barrier()
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def launch(arguments: list[str], nproc: int, threads_per_process: int | None = None) -> int:
+    """Run ``python -m warpgrad ARGUMENTS`` as ``nproc`` ranks on this machine; the exit code.
+
+    Sets the environment ``torchrun --standalone`` sets (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``), without torchrun's agent: Ctrl-C reaches the ranks
+    directly (they agree to stop after the same meta-step and checkpoint it), and if a rank fails
+    the others are stopped. The exit code is the first failing rank's, else 0.
+    """
+    threads = threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc)}
+    base.setdefault("OMP_NUM_THREADS", str(threads))
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "warpgrad", *arguments],
+            env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
+        )
+        for r in range(nproc)
+    ]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the ranks get the terminal's Ctrl-C themselves
+    try:
+        failed: int | None = None
+        while any(p.poll() is None for p in ranks):
+            codes = [p.returncode for p in ranks if p.returncode not in (None, 0)]
+            if codes and failed is None:
+                failed = codes[0]
+                deadline = time.monotonic() + 10.0  # let the others finish their own way first
+            if failed is not None and time.monotonic() > deadline:
+                for p in ranks:
+                    if p.poll() is None:
+                        p.terminate()
+            time.sleep(0.05)
+        codes = [p.returncode for p in ranks]
+        return next((c for c in codes if c != 0), 0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for p in ranks:
+            if p.poll() is None:
+                p.kill()
+
+
 __all__ = [
     "Cluster",
+    "launch",
     "DEVICES",
     "launched_by_torchrun",
     "reduce_gradients",

@@ -390,9 +390,10 @@ class _DeferredInterrupt:
     A second Ctrl-C raises KeyboardInterrupt at once. Only active in the main thread.
     """
 
-    def __init__(self, bar: Any):
+    def __init__(self, bar: Any, announce: bool = True):
         self.requested = False
         self._bar = bar
+        self._announce = announce
         self._previous: Any = None
         self._installed = False
 
@@ -400,10 +401,11 @@ class _DeferredInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        self._bar.write(
-            "warpgrad: finishing this meta-step, then saving a checkpoint (Ctrl-C again to abort)",
-            file=sys.stderr,
-        )
+        if self._announce:
+            self._bar.write(
+                "warpgrad: finishing this meta-step, then saving a checkpoint (Ctrl-C again to abort)",
+                file=sys.stderr,
+            )
 
     def __enter__(self) -> _DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
@@ -508,7 +510,7 @@ def train(
     )
     state.prefetcher = _TaskPrefetcher() if prefetch else None
     try:
-        with _DeferredInterrupt(bar) as interrupt:
+        with _DeferredInterrupt(bar, announce=main) as interrupt:
             if state.step == 0 and not state.history:
                 state.history.append(state.validation_row(0, elapsed(), {}))
             write_history()  # on resume: rewritten from the checkpoint
