@@ -112,3 +112,28 @@ def test_dhp_with_ewc_penalises_learned_params_not_hebb(float64):
     other.load_state_dict(state)
     torch.testing.assert_close(other.predict(x), learner.predict(x))
     torch.testing.assert_close(other.model.head.hebb, learner.model.head.hebb)
+
+
+def test_masked_step_updates_the_trace_rows_of_the_experiences_classes(float64):
+    torch.manual_seed(0)
+    learner = DHPLearner(nn.Sequential(nn.Linear(3, 4), nn.Tanh()), 4, 5, lr=0.1, eta_init=0.2, alpha_init=0.3)
+    model = learner.model
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 1, 0, 1, 1])  # positions in classes [3, 1]
+    classes = [3, 1]
+
+    p = {k: v.clone().requires_grad_() for k, v in before.items()}
+    h = torch.tanh(x @ p["features.0.weight"].T + p["features.0.bias"])
+    new = hebbian_update(torch.zeros(5, 4), h, torch.tensor(classes)[y], torch.sigmoid(p["head.eta_logit"]))
+    logits = plastic_logits(h, p["head.weight"], p["head.alpha"], p["head.bias"], new)[:, classes]
+    loss = F.cross_entropy(logits, y)
+    grads = dict(zip(p, torch.autograd.grad(loss, list(p.values()))))
+
+    metrics = learner.train_step(x, y, classes)
+    assert abs(metrics["loss"] - float(loss.detach())) < 1e-12
+    for k, v in model.named_parameters():
+        torch.testing.assert_close(v.detach(), before[k] - 0.1 * grads[k])
+    torch.testing.assert_close(model.head.hebb, new.detach())
+    # rows 3 and 1 moved to η × their class means; rows 0, 2, 4 still zero
+    assert model.head.hebb[[0, 2, 4]].abs().sum() == 0 and model.head.hebb[[1, 3]].abs().min() > 0
+    torch.testing.assert_close(learner.predict(x, classes), learner.predict(x)[:, classes])

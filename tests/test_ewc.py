@@ -1,10 +1,14 @@
-"""EWC: Fisher variants against hand formulas on a linear softmax, penalty, online EWC, forgetting."""
+"""EWC: Fisher variants against hand formulas on a linear softmax (also over an output mask) and a direct
+loop on an MLP, penalty, online EWC, forgetting; masked training steps."""
+
+import re
 
 import pytest
 import torch
 from torch import nn
 
 from warpgrad.methods.continual import EWC, SGDLearner, ewc_penalty, fisher_diagonal
+from warpgrad.methods.continual.base import select_outputs
 
 
 def linear_model(seed=0):
@@ -182,3 +186,87 @@ def test_state_dict_roundtrip(float64):
     params = dict(b.model.named_parameters())
     torch.testing.assert_close(b.penalty(params), a.penalty(params))
     assert b.experiences_seen == 2
+
+
+# --------------------------------------------------------------------------- output masks (task-incremental)
+
+
+def test_fisher_over_an_output_mask_by_hand(float64):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 4)
+    x, _ = data(n=6)
+    classes = [3, 1]  # the predictive distribution is the softmax over outputs 3 and 1; labels are positions
+    y = torch.tensor([0, 1, 1, 0, 1, 0])
+    W, b = model.weight.detach(), model.bias.detach()
+    p = torch.softmax((x @ W.T + b)[:, classes], dim=1)  # [N, 2]
+
+    def grads(labels):  # ∂ log p(label|x)/∂W: rows 3 and 1 get (onehot − p) xᵀ, rows 0 and 2 nothing
+        r = torch.nn.functional.one_hot(labels, 2).to(x.dtype) - p
+        gw, gb = torch.zeros(len(x), 4, 3), torch.zeros(len(x), 4)
+        for k, c in enumerate(classes):
+            gw[:, c], gb[:, c] = r[:, k, None] * x, r[:, k]
+        return gw, gb
+
+    kw = {"classes": classes}
+    exact = fisher_diagonal(model, params_of(model), x, y, "exact", **kw)
+    fw = sum(p[:, k, None, None] * grads(torch.full((6,), k))[0] ** 2 for k in range(2)).mean(0)
+    fb = sum(p[:, k, None] * grads(torch.full((6,), k))[1] ** 2 for k in range(2)).mean(0)
+    torch.testing.assert_close(exact["weight"], fw)
+    torch.testing.assert_close(exact["bias"], fb)
+    assert exact["weight"][[0, 2]].abs().sum() == 0  # outputs outside the mask get no Fisher
+    empirical = fisher_diagonal(model, params_of(model), x, y, "empirical", **kw)
+    gw, gb = grads(y)
+    torch.testing.assert_close(empirical["weight"], (gw**2).mean(0))
+    torch.testing.assert_close(empirical["bias"], (gb**2).mean(0))
+    sampled = fisher_diagonal(model, params_of(model), x, y, "sampled", generator=torch.Generator().manual_seed(3), **kw)
+    drawn = torch.multinomial(p, 1, generator=torch.Generator().manual_seed(3)).squeeze(1)
+    torch.testing.assert_close(sampled["weight"], (grads(drawn)[0] ** 2).mean(0))
+    batched = fisher_diagonal(model, params_of(model), x, y, "batched", batch_size=4, **kw)
+    torch.testing.assert_close(batched["weight"], (gw[:4].mean(0) ** 2 + gw[4:].mean(0) ** 2) / 2)
+
+
+def test_exact_fisher_of_an_mlp_equals_a_direct_loop_for_any_chunk(float64):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4))
+    x = torch.randn(7, 3)
+    params = params_of(model)
+    expected = {k: torch.zeros_like(v) for k, v in params.items()}
+    for n in range(len(x)):  # one example and one class at a time, with autograd
+        for c in range(4):
+            logp = torch.log_softmax(model(x[n : n + 1]), dim=1)[0]
+            grads = torch.autograd.grad(logp[c], list(model.parameters()))
+            for k, g in zip(params, grads):
+                expected[k] += logp[c].exp().detach() * g**2 / len(x)
+    for chunk in (None, 1, 3):
+        fisher = fisher_diagonal(model, params, x, torch.zeros(7, dtype=torch.long), "exact", batch_size=chunk)
+        for k in params:
+            torch.testing.assert_close(fisher[k], expected[k])
+
+
+def test_select_outputs_errors_name_the_bad_classes():
+    logits = torch.zeros(2, 4)
+    torch.testing.assert_close(select_outputs(logits + torch.arange(4.0), [2, 0]), torch.tensor([[2.0, 0.0]] * 2))
+    assert select_outputs(logits, None) is logits
+    for bad in ([], [1, 1], [0, 4], [-1]):
+        with pytest.raises(ValueError, match=rf"distinct output indices in 0\.\.3, got {re.escape(str(bad))}"):
+            select_outputs(logits, bad)
+
+
+def test_masked_training_step_and_ewc_fisher_use_only_the_experiences_outputs(float64):
+    torch.manual_seed(0)
+    x, y = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])  # positions in classes [2, 0]
+    learner = EWC(nn.Linear(3, 4), lr=0.5, lam=1.0, fisher="exact")
+    before = {k: v.clone() for k, v in params_of(learner.model).items()}
+    p = {k: v.clone().requires_grad_() for k, v in before.items()}
+    loss = nn.functional.cross_entropy((x @ p["weight"].T + p["bias"])[:, [2, 0]], y)
+    grads = dict(zip(p, torch.autograd.grad(loss, list(p.values()))))
+    metrics = learner.train_experience(x, y, torch.Generator().manual_seed(0), batch_size=5, classes=[2, 0])
+    assert abs(metrics["loss"] - float(loss.detach())) < 1e-12
+    for k, v in learner.model.named_parameters():
+        torch.testing.assert_close(v.detach(), before[k] - 0.5 * grads[k])
+    assert torch.equal(learner.model.weight[[1, 3]].detach(), before["weight"][[1, 3]])  # untouched outputs
+    learner.end_experience(x, y, torch.Generator().manual_seed(0), classes=[2, 0])
+    expected = fisher_diagonal(learner.model, params_of(learner.model), x, y, "exact", classes=[2, 0])
+    for k in expected:
+        torch.testing.assert_close(learner.fishers[0][k], expected[k])
+    torch.testing.assert_close(learner.predict(x, classes=[2, 0]), learner.predict(x)[:, [2, 0]])

@@ -527,24 +527,70 @@ def _arrays(dataset: str):
     return loaders[dataset]()
 
 
-def _split_arrays(arrays, test_fraction: float = 0.25):
-    """A fixed (seed 0) train/test split of arrays that ship without one."""
+def _split_arrays(arrays, test_fraction: float = 0.25, seed: int = 0):
+    """A fixed (``seed``) train/test split of arrays that ship without one."""
     x, y = arrays
-    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
     cut = int(x.shape[0] * (1 - test_fraction))
     return (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
+
+
+#: the seed of the validation split carved from the training images (fixed: not the run seed)
+VALIDATION_SEED = 1
+
+
+def _stream_arrays(dataset: str, o: dict[str, Any]):
+    """(train, evaluation) arrays of a stream experiment: the test set, or with ``validation`` > 0
+    that fraction of the training images (a fixed split, seed :data:`VALIDATION_SEED`) — the held-out
+    data to tune on, never the test set — and the rest to train on."""
+    train, test = _arrays(dataset)
+    fraction = o["validation"]
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation must be a fraction in [0, 1) of the training images, got {fraction!r}")
+    if fraction > 0:
+        train, test = _split_arrays(train, fraction, seed=VALIDATION_SEED)
+    return train, test
+
+
+def _subsample(n: int | None, generator: torch.Generator, *arrays):
+    """``n`` of the rows of ``arrays`` drawn with ``generator`` (all when ``n`` is None or too large)."""
+    if n is None or n >= arrays[0].shape[0]:
+        return arrays
+    index = torch.randperm(arrays[0].shape[0], generator=generator)[:n]
+    return tuple(a[index] for a in arrays)
 
 
 def _permuted_stream(dataset: str) -> Callable[[Profile, int], Any]:
     def make(p: Profile, seed: int):
         from warpgrad.tasks.continual import permuted_stream
 
-        (x, y), test = _arrays(dataset)
-        n = p.options["train_per_experience"]
-        if n is not None:
-            index = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
-            x, y = x[index], y[index]
-        return permuted_stream((x, y), test, p.options["experiences"], seed=seed)
+        train, test = _stream_arrays(dataset, p.options)
+        train = _subsample(p.options["train_per_experience"], torch.Generator().manual_seed(seed), *train)
+        return permuted_stream(train, test, p.options["experiences"], seed=seed)
+
+    return make
+
+
+#: the ``scenario`` option of split experiments -> the stream's scenario
+SPLIT_SCENARIOS = {"task": "task-incremental", "class": "class-incremental"}
+
+
+def _split_stream(dataset: str) -> Callable[[Profile, int], Any]:
+    """Split streams in the dataset's class order (0/1, 2/3, …; Zenke et al. 2017's protocol, the
+    same order in every run); ``train_per_experience`` training images drawn per experience."""
+
+    def make(p: Profile, seed: int):
+        from warpgrad.tasks.continual import split_stream
+
+        o = p.options
+        if o["scenario"] not in SPLIT_SCENARIOS:
+            raise ValueError(f"unknown scenario {o['scenario']!r}; allowed: {', '.join(SPLIT_SCENARIOS)}")
+        train, test = _stream_arrays(dataset, o)
+        stream = split_stream(train, test, o["classes_per_experience"], SPLIT_SCENARIOS[o["scenario"]])
+        generator = torch.Generator().manual_seed(seed)
+        for e in stream:
+            e.train_x, e.train_y = _subsample(o["train_per_experience"], generator, e.train_x, e.train_y)
+        return stream
 
     return make
 
@@ -577,29 +623,37 @@ def _stream_methods(in_features: int) -> dict[str, MethodSpec]:
     }
 
 
+# validation: 0 evaluates on the test set; 0 < v < 1 on that fraction of the training images (for tuning).
+# threads: torch's intra-op threads during the run (see warpgrad.engine.streams).
 _PERMUTED = {"experiences": 5, "train_per_experience": 10_000, "hidden": (100, 100), "lr": 0.01, "epochs": 1,
-             "batch_size": 32, "ewc_lambda": 100.0, "fisher_samples": 500, "runs": 3}
+             "batch_size": 32, "ewc_lambda": 100.0, "fisher_samples": 500, "runs": 3, "validation": 0.0,
+             "threads": 1}
+_SPLIT = _with(_PERMUTED, scenario="task", classes_per_experience=2, train_per_experience=None)
 
 
 def _stream_experiment(name: str, description: str, dataset: str, in_features: int,
-                       quick: dict[str, Any], paper: dict[str, Any]) -> StreamExperiment:
+                       quick: dict[str, Any], paper: dict[str, Any], base: dict[str, Any] = _PERMUTED,
+                       smoke: dict[str, Any] | None = None,
+                       make_stream: Callable[[str], Callable[[Profile, int], Any]] = _permuted_stream,
+                       ) -> StreamExperiment:
     def profile(label: str, text: str, options: dict[str, Any]) -> Profile:
         return Profile(label, text, meta_steps=1, meta_batch=1, eval_every=1, val_tasks=1, test_tasks=1,
                        checkpoint_every=1, options=options)
 
+    smoke = {"description": "seconds: 3 experiences of 300 images, 2 runs (tests)", "experiences": 3,
+             "train_per_experience": 300, **(smoke or {})}
     return StreamExperiment(
         name, description,
         {
-            "smoke": profile("smoke", "seconds: 3 experiences of 300 images, 2 runs (tests)",
-                             _with(_PERMUTED, experiences=3, train_per_experience=300, hidden=(32,), runs=2,
-                                   fisher_samples=50)),
-            "quick": profile("quick", quick.pop("description"), _with(_PERMUTED, **quick)),
-            "paper": profile("paper", paper.pop("description"), _with(_PERMUTED, **paper)),
+            "smoke": profile("smoke", smoke.pop("description"),
+                             _with(base, hidden=(32,), runs=2, fisher_samples=50, **smoke)),
+            "quick": profile("quick", quick.pop("description"), _with(base, **quick)),
+            "paper": profile("paper", paper.pop("description"), _with(base, **paper)),
         },
         make_family=lambda p: None,  # type: ignore[arg-type,return-value]
         methods=_stream_methods(in_features),
         dataset=dataset,
-        make_stream=_permuted_stream(dataset),
+        make_stream=make_stream(dataset),
     )
 
 
@@ -619,12 +673,158 @@ FMNIST_PERMUTED = _stream_experiment(
     paper={"description": "10 experiences of all 60,000 images, 1 epoch, MLP 784-400-400-10, 5 runs",
            "experiences": 10, "train_per_experience": None, "hidden": (400, 400), "runs": 5},
 )
+FMNIST_SPLIT = _stream_experiment(
+    "fmnist-split", "Split Fashion-MNIST (Zenke et al. 2017's split protocol): 5 experiences of 2 classes "
+    "(0/1, 2/3, …) learned in sequence; option scenario = task (task-incremental: the output units of the "
+    "experience's classes only, a masked multi-head) or class (class-incremental: all 10 outputs, no task "
+    "identity); average accuracy after the stream.", "fashion-mnist", 784,
+    base=_SPLIT,
+    smoke={"description": "seconds: 5 experiences of 100 images, 2 runs (tests)", "experiences": 5,
+           "train_per_experience": 100},
+    quick={"description": "minutes on 2 CPU cores: 5 experiences of 2,000 images, 1 epoch, 3 runs",
+           "train_per_experience": 2000},
+    paper={"description": "5 experiences of all 12,000 images, MLP 784-400-400-10, 5 epochs, 5 runs",
+           "hidden": (400, 400), "epochs": 5, "runs": 5},
+    make_stream=_split_stream,
+)
+
+# ------------------------------------------------------------ sequential (OML / ANML meta-test)
+
+
+@dataclass(frozen=True)
+class SequentialExperiment(StreamExperiment):
+    """The OML/ANML protocol (Javed & White 2019, arXiv:1905.12588; Beaulieu et al. 2020,
+    arXiv:2002.09571), run by :mod:`warpgrad.engine.sequential`: meta-train on trajectories of the
+    ``train`` classes, then learn ``test`` classes online, one SGD step per image.
+    ``load_data(profile)`` returns the :class:`~warpgrad.data.base.ClassDataset`."""
+
+    load_data: Callable[[Profile], Any] | None = None
+    runner: str = "warpgrad.engine.sequential"
+
+
+def _sequential_methods() -> dict[str, MethodSpec]:
+    def rln(o: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
+        from warpgrad.methods.continual.oml import conv_representation
+
+        body, width = conv_representation(o["channels"], o["widths"], o["image_size"])
+        return body, nn.Linear(width, o["outputs"])
+
+    def oml(p: Profile):
+        from warpgrad.methods.continual.oml import OML
+
+        return OML(*rln(p.options), **p.options["oml"])
+
+    def anml(p: Profile):
+        from warpgrad.methods.continual.anml import ANML, anml_networks
+
+        o, a = p.options, dict(p.options["anml"])
+        networks = anml_networks(o["outputs"], o["channels"], a.pop("nm_widths"), a.pop("pn_widths"), o["image_size"])
+        return ANML(*networks, **a)
+
+    def sgd(p: Profile):
+        from warpgrad.engine.sequential import Scratch
+
+        return Scratch(*rln(p.options))
+
+    def pretrain(p: Profile):
+        from warpgrad.engine.sequential import Pretrain
+
+        return Pretrain(*rln(p.options), **p.options["pretrain"])
+
+    return {
+        "oml": MethodSpec("OML (Javed & White 2019): meta-learned representation, second order through the "
+                          "sequential head updates", oml),
+        "anml": MethodSpec("ANML (Beaulieu et al. 2020): neuromodulatory gating, second order through the "
+                           "sequential inner loop", anml),
+        "sgd": MethodSpec("scratch: OML's network randomly initialised, whole network trained online", sgd),
+        "pretrain": MethodSpec("OML's network pre-trained by Adam on the same samples, then frozen features + head "
+                               "trained online", pretrain),
+    }
+
+
+# The paper's scale (ANML, Omniglot): 20-image trajectories of one class and 64 remember images,
+# inner SGD at 0.1 (ANML) / 0.03 (OML), Adam 1e-3 (ANML) / 1e-4 (OML), 20,000 meta-steps, a
+# 1000-unit head reset to zeros at meta-test, 600 test classes of 15 stream + 5 held-out images,
+# 10 runs. Widths: ANML's NM 3×112 and PN 3×256 channels, OML's 6×256-channel RLN (both on this
+# library's stride-2 conv stack, not the papers' exact layers).
+_SEQUENTIAL = {
+    "data": {"image_size": 28}, "channels": 1, "image_size": 28, "widths": (256, 256, 256, 256, 256, 256),
+    "outputs": 1000, "meta_classes": 0, "trajectory": 20, "remember": 64, "reset_class_row": True,
+    "test_classes": 600, "stream_per_class": 15, "held_out_per_class": 5, "runs": 10, "tune_runs": 2,
+    "head_reset": "zeros", "lr_grid": "0.0003,0.001,0.003,0.01,0.03,0.1",
+    "oml": {"inner_lr": 0.03, "meta_lr": 1e-4, "first_order": False},
+    "anml": {"nm_widths": (112, 112, 112), "pn_widths": (256, 256, 256), "inner_lr": 0.1, "meta_lr": 1e-3,
+             "inner": "all", "first_order": False},
+    "pretrain": {"lr": 1e-3},
+}
+# KanjiVG: 3,500 characters give 2,541 train / 216 val / 743 test classes (whole radicals per split).
+_KANJI_SEQUENTIAL = _with(_SEQUENTIAL, data={"n_classes": 3500, "drawings": 20, "image_size": 28, "seed": 0,
+                                             "group_by": "radical", "min_group_size": 1})
+# quick: 500 characters (323 train / 65 val / 112 test classes; radicals of >= 5 characters).
+_KANJI_SEQUENTIAL_QUICK = _with(
+    _KANJI_SEQUENTIAL,
+    data={**_KANJI_SEQUENTIAL["data"], "n_classes": 500, "min_group_size": 5},
+    widths=(16, 16, 16), outputs=150, meta_classes=150, test_classes=50, runs=5, tune_runs=2,
+    lr_grid="0.001,0.003,0.01,0.03,0.1,0.3",
+    oml={"inner_lr": 0.03, "meta_lr": 1e-3, "first_order": False},
+    anml={"nm_widths": (8, 8, 8), "pn_widths": (16, 16, 16), "inner_lr": 0.1, "meta_lr": 1e-3, "inner": "all",
+          "first_order": False},
+)
+_SEQUENTIAL_SMOKE = {
+    "widths": (4,), "outputs": 4, "meta_classes": 3, "trajectory": 4, "remember": 4, "test_classes": 3,
+    "stream_per_class": 4, "held_out_per_class": 2, "runs": 2, "tune_runs": 1, "lr_grid": "0.01,0.1",
+    "anml": {**_SEQUENTIAL["anml"], "nm_widths": (2,), "pn_widths": (4,)},
+}
+
+
+def _sequential_experiment(name: str, description: str, dataset: str, smoke: dict[str, Any],
+                           quick: tuple[str, int, dict[str, Any]], paper: dict[str, Any]) -> SequentialExperiment:
+    def profile(label: str, text: str, meta_steps: int, options: dict[str, Any]) -> Profile:
+        return Profile(label, text, meta_steps=meta_steps, meta_batch=1, eval_every=1, val_tasks=1, test_tasks=1,
+                       checkpoint_every=1, options=options)
+
+    return SequentialExperiment(
+        name, description,
+        {
+            "smoke": profile("smoke", "seconds: 3 meta-steps, 3 test classes, 2 runs (tests)", 3, smoke),
+            "quick": profile("quick", quick[0], quick[1], quick[2]),
+            "paper": profile("paper", "ANML's scale: 20,000 meta-steps of 20-image trajectories + 64 remembered, "
+                             "600 test classes (15 + 5 images), 10 runs", 20_000, paper),
+        },
+        make_family=lambda p: None,  # type: ignore[arg-type,return-value]
+        methods=_sequential_methods(),
+        dataset=dataset,
+        load_data=lambda p: _load_dataset(dataset, p.options),
+    )
+
+
+KANJI_SEQUENTIAL = _sequential_experiment(
+    "kanji-sequential",
+    "OML/ANML meta-test protocol on KanjiVG: meta-train on trajectories of train characters, then learn test "
+    "characters online (one SGD step per image); held-out accuracy on all classes seen.",
+    "kanjivg",
+    _with(_KANJI_SEQUENTIAL_QUICK, data={**_KANJI_SEQUENTIAL["data"], "n_classes": 20, "drawings": 6},
+          **_SEQUENTIAL_SMOKE),
+    ("minutes on 2 CPU cores: 150 train characters, widths 16, 1000 meta-steps, 50 test classes, 5 runs", 1000,
+     _KANJI_SEQUENTIAL_QUICK),
+    _KANJI_SEQUENTIAL,
+)
+OMNIGLOT_SEQUENTIAL = _sequential_experiment(
+    "omniglot-sequential",
+    "OML/ANML meta-test protocol on Omniglot (the papers' benchmark): meta-train on background characters, learn "
+    "evaluation characters online.",
+    "omniglot",
+    _with(_SEQUENTIAL, **_SEQUENTIAL_SMOKE),
+    ("minutes on 2 CPU cores: 150 train characters, widths 16, 1000 meta-steps, 50 test classes, 5 runs", 1000,
+     _with(_KANJI_SEQUENTIAL_QUICK, data=_SEQUENTIAL["data"])),
+    _SEQUENTIAL,
+)
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
         SINE, SINE_CONTINUAL, KANJI_MULTISHOT, KANJI_FEWSHOT, OMNIGLOT_MULTISHOT, OMNIGLOT_FEWSHOT, MINIIMAGENET,
-        TIEREDIMAGENET, DIGITS_PERMUTED, FMNIST_PERMUTED,
+        TIEREDIMAGENET, DIGITS_PERMUTED, FMNIST_PERMUTED, FMNIST_SPLIT, KANJI_SEQUENTIAL, OMNIGLOT_SEQUENTIAL,
     )
 }
 

@@ -13,6 +13,10 @@ test set. Scenarios (van de Ven & Tolias 2019, "Three scenarios for continual le
 
 ``task_id`` is the task label a learner may use: the experience index in task-incremental
 streams, ``0`` otherwise (so a multi-head learner cannot use information the scenario hides).
+The stream runner (:mod:`warpgrad.engine.streams`) implements task-incremental learning as an
+output mask: a single head with one output per original class, of which only the experience's
+``classes`` are used in training and testing (``train_y``/``test_y`` are positions in them) —
+equivalent to one head per task.
 """
 
 from __future__ import annotations

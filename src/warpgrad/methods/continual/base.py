@@ -3,11 +3,17 @@
 A continual learner owns an ``nn.Module`` and a ``torch.optim`` optimiser and sees a stream of
 *experiences* (one task's data each):
 
-* ``train_experience(x, y, generator, epochs=1, batch_size=32) -> metrics`` trains on one
-  experience in shuffled minibatches drawn with ``generator``;
-* ``end_experience(x, y, generator)`` is called once after each experience (EWC computes its
-  Fisher and moves its anchor there);
-* ``predict(x) -> logits``; ``state_dict()`` / ``load_state_dict()``.
+* ``train_experience(x, y, generator, epochs=1, batch_size=32, classes=None) -> metrics`` trains
+  on one experience in shuffled minibatches drawn with ``generator``;
+* ``end_experience(x, y, generator, classes=None)`` is called once after each experience (EWC
+  computes its Fisher and moves its anchor there);
+* ``predict(x, classes=None) -> logits``; ``state_dict()`` / ``load_state_dict()``.
+
+``classes`` is the output mask of task-incremental learning (a multi-head network as one masked
+head, van de Ven & Tolias 2019): when given, only the logits of those output units are used,
+``logits[:, classes]``, and the labels ``y`` are positions in ``classes`` (as in a task-incremental
+:func:`~warpgrad.tasks.continual.split_stream`, whose experiences carry ``classes``). ``None``
+uses every output and labels are output indices.
 
 Subclasses change one minibatch step through :meth:`ContinualLearner.penalty` (a regulariser on
 the parameter dict) or by overriding :meth:`ContinualLearner.train_step`.
@@ -20,7 +26,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +34,23 @@ from torch.nn import functional as F
 
 from warpgrad.functional import Params
 
-__all__ = ["ContinualLearner", "SGDLearner"]
+__all__ = ["ContinualLearner", "SGDLearner", "select_outputs"]
+
+
+def select_outputs(logits: Tensor, classes: Sequence[int] | Tensor | None) -> Tensor:
+    """``logits[..., classes]`` (the output mask of task-incremental learning); ``logits`` if None.
+
+    Raises:
+        ValueError: naming the bad indices and the number of outputs, if ``classes`` is empty,
+            repeats an index or names an output the model does not have.
+    """
+    if classes is None:
+        return logits
+    index = torch.as_tensor(classes, dtype=torch.long, device=logits.device).flatten()
+    n = logits.shape[-1]
+    if index.numel() == 0 or len(set(index.tolist())) != index.numel() or bool(((index < 0) | (index >= n)).any()):
+        raise ValueError(f"classes must be distinct output indices in 0..{n - 1}, got {index.tolist()}")
+    return logits.index_select(-1, index)
 
 
 class ContinualLearner:
@@ -56,11 +78,11 @@ class ContinualLearner:
         first = next(iter(params.values()))
         return first.new_zeros(())
 
-    def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        """One optimiser step on ``loss_fn(model(x), y) + penalty(params)``."""
+    def train_step(self, x: Tensor, y: Tensor, classes: Sequence[int] | Tensor | None = None) -> dict[str, float]:
+        """One optimiser step on ``loss_fn(model(x)[:, classes], y) + penalty(params)``."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model(x), y)
+        loss = self.loss_fn(select_outputs(self.model(x), classes), y)
         penalty = self.penalty(dict(self.model.named_parameters()))
         (loss + penalty).backward()
         self.optimizer.step()
@@ -68,9 +90,16 @@ class ContinualLearner:
 
     # ------------------------------------------------------------------ protocol
     def train_experience(
-        self, x: Tensor, y: Tensor, generator: torch.Generator, epochs: int = 1, batch_size: int = 32
+        self,
+        x: Tensor,
+        y: Tensor,
+        generator: torch.Generator,
+        epochs: int = 1,
+        batch_size: int = 32,
+        classes: Sequence[int] | Tensor | None = None,
     ) -> dict[str, float]:
-        """Train ``epochs`` passes over ``(x, y)`` in minibatches shuffled by ``generator``.
+        """Train ``epochs`` passes over ``(x, y)`` in minibatches shuffled by ``generator``
+        (on the outputs ``classes`` only, when given; see the module docstring).
 
         Returns the mean (over steps) of each step metric plus ``steps``.
         """
@@ -82,22 +111,24 @@ class ContinualLearner:
             order = torch.randperm(len(x), generator=generator)
             for start in range(0, len(x), batch_size):
                 idx = order[start : start + batch_size]
-                for k, v in self.train_step(x[idx], y[idx]).items():
+                for k, v in self.train_step(x[idx], y[idx], classes).items():
                     totals[k] = totals.get(k, 0.0) + v
                 steps += 1
         out = {k: v / steps for k, v in totals.items()}
         out["steps"] = float(steps)
         return out
 
-    def end_experience(self, x: Tensor, y: Tensor, generator: torch.Generator) -> None:
+    def end_experience(
+        self, x: Tensor, y: Tensor, generator: torch.Generator, classes: Sequence[int] | Tensor | None = None
+    ) -> None:
         """Called after each experience; counts experiences here."""
         self.experiences_seen += 1
 
     @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        """Logits of the current model (in eval mode)."""
+    def predict(self, x: Tensor, classes: Sequence[int] | Tensor | None = None) -> Tensor:
+        """Logits of the current model (in eval mode), of the outputs ``classes`` when given."""
         self.model.eval()
-        return self.model(x)
+        return select_outputs(self.model(x), classes)
 
     def extra_state(self) -> dict[str, Any]:
         """Method-specific state for checkpoints (none here)."""

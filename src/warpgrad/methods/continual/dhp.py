@@ -43,11 +43,13 @@ References:
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from warpgrad.methods.continual.base import select_outputs
 from warpgrad.methods.continual.ewc import EWC
 
 __all__ = ["hebbian_update", "plastic_logits", "DHPSoftmax", "DHPNet", "DHPLearner"]
@@ -163,14 +165,19 @@ class DHPLearner(EWC):
             loss_fn=F.cross_entropy,
         )
 
-    def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        """Update the trace from the batch (differentiably), step on CE + EWC, store the trace."""
+    def train_step(self, x: Tensor, y: Tensor, classes: Sequence[int] | Tensor | None = None) -> dict[str, float]:
+        """Update the trace from the batch (differentiably), step on CE + EWC, store the trace.
+
+        With ``classes`` (labels are positions in it) the trace rows updated are the output
+        units ``classes[y]`` and the loss uses the logits of ``classes`` only.
+        """
         self.model.train()
         head: DHPSoftmax = self.model.head
         self.optimizer.zero_grad(set_to_none=True)
         h = self.model.features(x)
-        hebb = hebbian_update(head.hebb, h, y, head.eta)
-        loss = F.cross_entropy(head(h, hebb), y)
+        units = y if classes is None else torch.as_tensor(classes, dtype=torch.long)[y]
+        hebb = hebbian_update(head.hebb, h, units, head.eta)
+        loss = F.cross_entropy(select_outputs(head(h, hebb), classes), y)
         penalty = self.penalty(dict(self.model.named_parameters()))
         (loss + penalty).backward()
         self.optimizer.step()
@@ -178,9 +185,11 @@ class DHPLearner(EWC):
             head.hebb.copy_(hebb.detach())
         return {"loss": float(loss.detach()), "penalty": float(penalty.detach()), "eta": float(head.eta.detach())}
 
-    def end_experience(self, x: Tensor, y: Tensor, generator: torch.Generator) -> None:
+    def end_experience(
+        self, x: Tensor, y: Tensor, generator: torch.Generator, classes: Sequence[int] | Tensor | None = None
+    ) -> None:
         """EWC's Fisher and anchor when ``ewc_lambda > 0``; otherwise only counts the experience."""
         if self.lam > 0:
-            super().end_experience(x, y, generator)
+            super().end_experience(x, y, generator, classes)
         else:
             self.experiences_seen += 1

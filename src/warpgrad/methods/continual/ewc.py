@@ -25,9 +25,17 @@ examples with per-example gradients ``g(x, y) = ∇θ log p(y|x)``:
   per-example variance, so it is roughly ``1/batch_size`` times ``empirical`` near a minimum and
   its λ must be re-tuned.
 
-Per-example gradients come from ``torch.func.vmap`` over ``torch.func.grad`` / ``jacrev``. The
-model is applied to single examples under ``vmap``, so it must not use batch statistics
-(BatchNorm in train mode); buffers are taken from the module as they are.
+Per-example gradients come from ``torch.func.vmap`` over ``torch.func.grad``. ``exact`` loops
+over the classes c: the per-example gradients of ``√p(c|x_n) · log p(c|x_n)`` (the weight a
+constant) squared and summed over n give Σ_n p(c|x_n) g(x_n, c)², one [N, P] block at a time
+(P parameters) instead of an [N, C, P] Jacobian; the per-example blocks are chunked to about
+2²⁵ numbers unless ``batch_size`` says otherwise. The model is applied to single examples under
+``vmap``, so it must not use batch statistics (BatchNorm in train mode); buffers are taken from
+the module as they are.
+
+With ``classes`` (task-incremental learning, see :mod:`.base`) the model's predictive
+distribution is the softmax over the logits of those outputs only, and labels are positions in
+``classes``.
 
 Example:
     >>> learner = EWC(torch.nn.Linear(4, 3), lr=0.1, lam=100.0, fisher="exact")
@@ -42,14 +50,14 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from warpgrad.functional import Params, detach, functional_apply
-from warpgrad.methods.continual.base import ContinualLearner
+from warpgrad.methods.continual.base import ContinualLearner, select_outputs
 
 __all__ = ["FISHER_KINDS", "fisher_diagonal", "ewc_penalty", "EWC"]
 
@@ -58,7 +66,11 @@ FISHER_KINDS = ("exact", "sampled", "empirical", "batched")
 
 def _chunks(n: int, size: int | None) -> list[slice]:
     size = n if size is None else size
-    return [slice(s, s + size) for s in range(0, n, size)]
+    return [slice(s, s + size) for s in range(0, n, max(1, size))]
+
+
+#: per-example gradient numbers held at once by ``exact``/``sampled``/``empirical`` without a batch_size
+_CHUNK_NUMBERS = 2**25
 
 
 def fisher_diagonal(
@@ -69,6 +81,7 @@ def fisher_diagonal(
     kind: str = "exact",
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
+    classes: Sequence[int] | Tensor | None = None,
 ) -> Params:
     """Diagonal Fisher of a classifier ``model`` (logits → softmax) at ``params``.
 
@@ -82,6 +95,8 @@ def fisher_diagonal(
             ``batched``, shuffles the examples into minibatches when given (in order otherwise).
         batch_size: the minibatch size of ``batched`` (required); for the other kinds, the chunk
             size of per-example gradients (memory only, the result does not depend on it).
+        classes: the output units of the predictive distribution (all when None); labels ``y``
+            are then positions in ``classes`` (see :func:`~.base.select_outputs`).
 
     Returns:
         ``{name: F}`` with ``F`` of each parameter's shape.
@@ -98,11 +113,12 @@ def fisher_diagonal(
     n = len(x)
     fisher = {k: torch.zeros_like(v) for k, v in params.items()}
 
-    def log_probs(p: Params, xi: Tensor) -> Tensor:  # one example → log p(·|x), shape [C]
-        return F.log_softmax(functional_apply(model, p, xi.unsqueeze(0)).squeeze(0), dim=-1)
+    def logits_of(p: Params, xb: Tensor) -> Tensor:
+        return select_outputs(functional_apply(model, p, xb), classes)
 
-    def log_prob(p: Params, xi: Tensor, yi: Tensor) -> Tensor:
-        return log_probs(p, xi).gather(0, yi.unsqueeze(0)).squeeze(0)
+    def log_prob(p: Params, xi: Tensor, yi: Tensor, weight: Tensor) -> Tensor:  # weight · log p(y|x), one example
+        log_probs = F.log_softmax(logits_of(p, xi.unsqueeze(0)).squeeze(0), dim=-1)
+        return weight * log_probs.gather(0, yi.unsqueeze(0)).squeeze(0)
 
     with torch.no_grad():
         if kind == "batched":
@@ -112,26 +128,27 @@ def fisher_diagonal(
                 idx = order[sl]
                 with torch.enable_grad():
                     p = detach(params, requires_grad=True)
-                    loss = F.cross_entropy(functional_apply(model, p, x[idx]), y[idx])
+                    loss = F.cross_entropy(logits_of(p, x[idx]), y[idx])
                     grads = torch.autograd.grad(loss, list(p.values()))
                 for k, g in zip(p, grads):
                     fisher[k] += g**2
             return {k: v / len(chunks) for k, v in fisher.items()}
 
+        probs = F.softmax(logits_of(params, x), dim=-1) if kind in ("exact", "sampled") else None
         if kind == "sampled":
-            probs = F.softmax(functional_apply(model, params, x), dim=-1)
             y = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
-        for sl in _chunks(n, batch_size):
-            if kind == "exact":
-                # J[n, c] = ∂ log p(c|x_n)/∂θ ; F += Σ_c p(c|x_n) J[n, c]²
-                jac = torch.func.vmap(torch.func.jacrev(log_probs), in_dims=(None, 0))(params, x[sl])
-                probs = torch.func.vmap(log_probs, in_dims=(None, 0))(params, x[sl]).exp()
-                for k, j in jac.items():
-                    w = probs.reshape(probs.shape + (1,) * (j.dim() - 2))
-                    fisher[k] += (w * j**2).sum(dim=(0, 1))
-            else:  # sampled / empirical: one label per example
-                grads = torch.func.vmap(torch.func.grad(log_prob), in_dims=(None, 0, 0))(params, x[sl], y[sl])
+        if kind == "exact":
+            # Σ_c p(c|x) g(x, c)² = Σ_c (√p(c|x) g(x, c))²: one per-example gradient per class
+            labels = [torch.full((n,), c, dtype=torch.long) for c in range(probs.shape[1])]
+            weights = [probs[:, c].sqrt() for c in range(probs.shape[1])]
+        else:  # sampled / empirical: one label per example, weight 1
+            labels, weights = [y], [torch.ones(n, dtype=x.dtype)]
+        per_example = torch.func.vmap(torch.func.grad(log_prob), in_dims=(None, 0, 0, 0))
+        n_params = sum(v.numel() for v in params.values())
+        chunk = batch_size if batch_size is not None else max(1, _CHUNK_NUMBERS // max(1, n_params))
+        for sl in _chunks(n, chunk):
+            for label, weight in zip(labels, weights):
+                grads = per_example(params, x[sl], label[sl], weight[sl])
                 for k, g in grads.items():
                     fisher[k] += (g**2).sum(dim=0)
     return {k: v / n for k, v in fisher.items()}
@@ -199,13 +216,23 @@ class EWC(ContinualLearner):
             total = total + ewc_penalty(params, fisher, anchor, self.lam)
         return total
 
-    def end_experience(self, x: Tensor, y: Tensor, generator: torch.Generator) -> None:
-        """Fisher at the current parameters on ``(x, y)``; store it with the anchor θ* = θ."""
-        super().end_experience(x, y, generator)
+    def end_experience(
+        self, x: Tensor, y: Tensor, generator: torch.Generator, classes: Sequence[int] | Tensor | None = None
+    ) -> None:
+        """Fisher at the current parameters on ``(x, y)`` (over the outputs ``classes`` when given);
+        store it with the anchor θ* = θ."""
+        super().end_experience(x, y, generator, classes)
         self.model.eval()
         params = detach(dict(self.model.named_parameters()))
         fisher = fisher_diagonal(
-            self.model, params, x, y, self.fisher_kind, generator=generator, batch_size=self.fisher_batch_size
+            self.model,
+            params,
+            x,
+            y,
+            self.fisher_kind,
+            generator=generator,
+            batch_size=self.fisher_batch_size,
+            classes=classes,
         )
         if self.online:
             if self.fishers:
