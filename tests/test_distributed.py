@@ -37,8 +37,9 @@ TOLERANCE = 1e-5  # float32; sharding only changes the order of the sums (measur
 
 def _seeded_tasks(seeds, indices):
     family = SINE.make_family(SMOKE)
+    generator = torch.Generator
     return [
-        SeededTask(family.sample(torch.Generator().manual_seed(seeds[i][0])), torch.Generator().manual_seed(seeds[i][1]))
+        SeededTask(family.sample(generator().manual_seed(seeds[i][0])), generator().manual_seed(seeds[i][1]))
         for i in indices
     ]
 
@@ -197,3 +198,13 @@ def test_cuda_run_matches_cpu(tmp_path):
     ra, rb = (json.loads((tmp_path / d / "results.json").read_text())["methods"] for d in ("cpu", "cuda"))
     for m in methods:
         assert rb[m]["mean"] == pytest.approx(ra[m]["mean"], rel=1e-3)
+
+
+def test_bf16_autocast_is_active_and_close_to_fp32(tmp_path):
+    runs = {p: run(SINE, ["maml"], "smoke", 0, tmp_path / p, progress=False, precision=p) for p in ("fp32", "bf16")}
+    a, b = (runs[p]["methods"]["maml"] for p in ("fp32", "bf16"))
+    assert (a["precision"], b["precision"]) == ("fp32", "bf16")
+    assert a["per_task"] != b["per_task"]  # bf16 matrix products really ran
+    assert b["mean"] == pytest.approx(a["mean"], rel=0.05)
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        run(SINE, ["maml"], "smoke", 0, tmp_path / "x", progress=False, precision="fp16")

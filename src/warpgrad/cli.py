@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", choices=DEVICES, help="where models, batches and meta-gradients live (default: cpu)"
     )
     run.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="bf16: meta-steps and evaluation under bf16 autocast (meta-gradient error measured in "
+        "docs/distributed.md; default fp32)",
+    )
+    run.add_argument(
         "--nproc",
         type=int,
         default=None,
@@ -130,6 +137,7 @@ def _run_arguments(args: argparse.Namespace, methods: list[str], out_dir: Path) 
         str(args.seed),
         *[part for key, value in args.settings for part in ("--set", f"{key}={value}")],
         *(["--device", args.device] if args.device != "cpu" else []),
+        *(["--precision", args.precision] if args.precision != "fp32" else []),
     ]
 
 
@@ -204,6 +212,7 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             settings=settings,
             cluster=cluster,
+            precision=args.precision,
         )
     except TrainingInterrupted as stop:
         say(

@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -140,6 +141,14 @@ def check_seed(seed: int) -> None:
     """Raise ValueError unless ``seed`` is an integer in ``[0, 2**32 - 1]``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
 
 
 def _check_stop_after(stop_after: int | None) -> None:
@@ -258,6 +267,13 @@ class _Run:
     elapsed_s: float = 0.0
     history: list[dict[str, Any]] | None = None
     prefetcher: _TaskPrefetcher | None = None
+    precision: str = "fp32"
+
+    def autocast(self) -> Any:
+        """bf16 autocast on this rank's device for ``precision="bf16"``, else nothing."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.cluster.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @classmethod
     def start(
@@ -330,7 +346,8 @@ class _Run:
         tasks = _seeded(tasks, [seeds[i][1] for i in shard], self.cluster.device)
         generator = _generator(_draw_seed(self.step_generator))
         with reducing_gradients(self.cluster.gradient_reducer(n)):
-            metrics = self.learner.meta_step(tasks, generator)
+            with self.autocast():
+                metrics = self.learner.meta_step(tasks, generator)
         return self.cluster.mean_metrics(metrics, n)
 
     def evaluate(self, tasks: list[Task], n_total: int) -> dict[str, Tensor]:
@@ -342,7 +359,8 @@ class _Run:
         rows: list[dict[str, float]] = []
         if tasks:
             seeded = _seeded(tasks, [batch_seeds[i] for i in shard], self.cluster.device)
-            out = self.learner.evaluate(seeded, _generator(_draw_seed(generator)))
+            with self.autocast():
+                out = self.learner.evaluate(seeded, _generator(_draw_seed(generator)))
             values = {k: v.detach().double().cpu() for k, v in out.items()}
             rows = [{k: float(v[j]) for k, v in values.items()} for j in range(len(tasks))]
         rows = self.cluster.gather(rows)
@@ -433,6 +451,7 @@ def train(
     settings: dict[str, str] | None = None,
     cluster: Cluster | None = None,
     prefetch: bool = True,
+    precision: str = "fp32",
 ) -> dict[str, Any] | None:
     """Meta-train one method, evaluate it on held-out tasks, and return its results entry.
 
@@ -452,6 +471,8 @@ def train(
             ranks every rank calls ``train`` and gets the same entry, rank 0 writes the files.
         prefetch: sample the next meta-batch's tasks in a background thread during each
             meta-step (the same tasks either way).
+        precision: ``fp32``, or ``bf16`` to run meta-steps and evaluation under bf16 autocast
+            (matrix products in bf16; see docs/distributed.md for what it does to meta-gradients).
 
     Returns:
         ``{"metric", "lower_is_better", "mean", "ci95", "n_tasks", "steps", "loss_mean",
@@ -467,6 +488,7 @@ def train(
     prof = resolve_profile(exp, profile, settings)
     exp.method(method)
     check_seed(seed)
+    check_precision(precision)
     _check_stop_after(stop_after)
     out_dir = Path(out_dir)
     directory = out_dir / method
@@ -509,6 +531,7 @@ def train(
         dynamic_ncols=True,
     )
     state.prefetcher = _TaskPrefetcher() if prefetch else None
+    state.precision = precision
     try:
         with _DeferredInterrupt(bar, announce=main) as interrupt:
             if state.step == 0 and not state.history:
@@ -562,6 +585,7 @@ def train(
         "loss_ci95": loss_ci95,
         "wall_time_s": round(state.elapsed_s, 3),
         "test_time_s": round(test_time, 3),
+        "precision": precision,
         "per_task": values.tolist(),
         "extra": {  # further per-task metrics the learner reports (e.g. continual forgetting)
             key: dict(zip(("mean", "ci95"), mean_ci95(value)))
@@ -591,6 +615,7 @@ def run(
     progress: bool = True,
     settings: dict[str, str] | None = None,
     cluster: Cluster | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any] | None:
     """Train and evaluate several methods; write ``results.json`` and ``learning_curves.png``.
 
@@ -617,6 +642,7 @@ def run(
     prof = resolve_profile(exp, profile, settings)
     names = resolve_methods(exp, methods)
     check_seed(seed)
+    check_precision(precision)
     _check_stop_after(stop_after)
     out_dir = default_out_dir(exp.name, prof.name) if out_dir is None else Path(out_dir)
     results_path = out_dir / RESULTS_FILE
@@ -633,7 +659,8 @@ def run(
 
     for name in names:
         entry = train(
-            exp, name, prof, seed, out_dir, resume=True, stop_after=stop_after, progress=progress, cluster=cluster
+            exp, name, prof, seed, out_dir, resume=True, stop_after=stop_after, progress=progress, cluster=cluster,
+            precision=precision,
         )
         if entry is None:
             return None
