@@ -270,3 +270,27 @@ def test_masked_training_step_and_ewc_fisher_use_only_the_experiences_outputs(fl
     for k in expected:
         torch.testing.assert_close(learner.fishers[0][k], expected[k])
     torch.testing.assert_close(learner.predict(x, classes=[2, 0]), learner.predict(x)[:, [2, 0]])
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_training_step_adds_the_summed_penalty_gradient(float64, online):
+    # the closed form (one merged pair) against autograd through the literal sum of per-experience penalties
+    model, (x, y) = linear_model(), data()
+    learner = EWC(model, lr=0.1, lam=3.0, fisher="exact", online=online)
+    gen = torch.Generator().manual_seed(0)
+    for labels in (y, 1 - y, y):
+        learner.train_experience(x, labels, gen, batch_size=4)
+        learner.end_experience(x, labels, gen)
+    learner.fishers[0]["bias"][0] = 0.0  # an entry without Fisher in one pair (and, online, in all)
+    learner._merged = None
+    learner.train_experience(x, 1 - y, gen, batch_size=4)  # away from the (latest) anchor
+    assert len(learner.fishers) == (1 if online else 3)
+    before = {k: v.clone() for k, v in params_of(model).items()}
+    p = {k: v.clone().requires_grad_() for k, v in before.items()}
+    loss = nn.functional.cross_entropy(x @ p["weight"].T + p["bias"], y)
+    penalty = sum(ewc_penalty(p, f, a, 3.0) for f, a in zip(learner.fishers, learner.anchors))
+    grads = dict(zip(p, torch.autograd.grad(loss + penalty, list(p.values()))))
+    metrics = learner.train_step(x, y)
+    assert metrics["penalty"] == pytest.approx(float(penalty.detach()), rel=1e-10) and metrics["penalty"] > 0
+    for k, v in model.named_parameters():
+        torch.testing.assert_close(v.detach(), before[k] - 0.1 * grads[k])

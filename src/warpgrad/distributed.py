@@ -199,6 +199,8 @@ def launch(arguments: list[str], nproc: int, threads_per_process: int | None = N
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),
             "LOCAL_WORLD_SIZE": str(nproc)}
     base.setdefault("OMP_NUM_THREADS", str(threads))
+    if os.path.exists("/sys/class/net/lo"):  # all ranks are local: keep gloo off other interfaces
+        base.setdefault("GLOO_SOCKET_IFNAME", "lo")
     ranks = [
         subprocess.Popen(
             [sys.executable, "-m", "warpgrad", *arguments],

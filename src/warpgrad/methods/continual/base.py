@@ -16,7 +16,9 @@ head, van de Ven & Tolias 2019): when given, only the logits of those output uni
 uses every output and labels are output indices.
 
 Subclasses change one minibatch step through :meth:`ContinualLearner.penalty` (a regulariser on
-the parameter dict) or by overriding :meth:`ContinualLearner.train_step`.
+the parameter dict; :meth:`ContinualLearner.penalty_backward` adds its gradient, by autograd here,
+and may be overridden by a closed form, as EWC does) or by overriding
+:meth:`ContinualLearner.train_step`.
 
 Example:
     >>> learner = SGDLearner(torch.nn.Linear(4, 3), lr=0.1)
@@ -78,15 +80,22 @@ class ContinualLearner:
         first = next(iter(params.values()))
         return first.new_zeros(())
 
+    def penalty_backward(self) -> float:
+        """Add ∇ penalty(θ) at the model's parameters to their ``.grad``; return the penalty's value."""
+        penalty = self.penalty(dict(self.model.named_parameters()))
+        if penalty.requires_grad:
+            penalty.backward()
+        return float(penalty.detach())
+
     def train_step(self, x: Tensor, y: Tensor, classes: Sequence[int] | Tensor | None = None) -> dict[str, float]:
         """One optimiser step on ``loss_fn(model(x)[:, classes], y) + penalty(params)``."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(select_outputs(self.model(x), classes), y)
-        penalty = self.penalty(dict(self.model.named_parameters()))
-        (loss + penalty).backward()
+        loss.backward()
+        penalty = self.penalty_backward()
         self.optimizer.step()
-        return {"loss": float(loss.detach()), "penalty": float(penalty.detach())}
+        return {"loss": float(loss.detach()), "penalty": penalty}
 
     # ------------------------------------------------------------------ protocol
     def train_experience(

@@ -178,12 +178,12 @@ class DHPLearner(EWC):
         units = y if classes is None else torch.as_tensor(classes, dtype=torch.long)[y]
         hebb = hebbian_update(head.hebb, h, units, head.eta)
         loss = F.cross_entropy(select_outputs(head(h, hebb), classes), y)
-        penalty = self.penalty(dict(self.model.named_parameters()))
-        (loss + penalty).backward()
+        loss.backward()
+        penalty = self.penalty_backward()
         self.optimizer.step()
         with torch.no_grad():
             head.hebb.copy_(hebb.detach())
-        return {"loss": float(loss.detach()), "penalty": float(penalty.detach()), "eta": float(head.eta.detach())}
+        return {"loss": float(loss.detach()), "penalty": penalty, "eta": float(head.eta.detach())}
 
     def end_experience(
         self, x: Tensor, y: Tensor, generator: torch.Generator, classes: Sequence[int] | Tensor | None = None

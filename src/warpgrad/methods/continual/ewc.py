@@ -12,6 +12,12 @@ This is the paper's convention, with the ½. Avalanche's ``EWCPlugin`` computes
 *Online* EWC (Schwarz et al. 2018; Huszár 2018) keeps one running Fisher F* ← γF* + F_k and a
 single anchor at the latest parameters θ*_k.
 
+Training uses the sum in closed form, at the cost of one pair whatever the number of
+experiences: Σ_k F_k (θ − θ*_k)² = F̄ (θ − θ̄)² + C with F̄ = Σ_k F_k, θ̄ = Σ_k F_k θ*_k / F̄
+(any value where F̄ = 0) and C = Σ_k F_k (θ*_k − θ̄)², so the step adds λ F̄ ⊙ (θ − θ̄) to the
+gradients directly (no autograd graph; :meth:`EWC.penalty_backward`). :meth:`EWC.penalty` is
+the literal sum, the definition the closed form is tested against.
+
 Fisher variants (:func:`fisher_diagonal`, for classifiers whose outputs are logits), over N
 examples with per-example gradients ``g(x, y) = ∇θ log p(y|x)``:
 
@@ -206,6 +212,7 @@ class EWC(ContinualLearner):
         self.fisher_batch_size = fisher_batch_size
         self.fishers: list[Params] = []
         self.anchors: list[Params] = []
+        self._merged: tuple[Params, Params, Tensor] | None = None  # (F̄, θ̄, C), see the module docstring
 
     def penalty(self, params: Params) -> Tensor:
         """Σ over stored (F, θ*) pairs of Σ_i (λ/2) F_i (θ_i − θ*_i)²."""
@@ -215,6 +222,27 @@ class EWC(ContinualLearner):
         for fisher, anchor in zip(self.fishers, self.anchors):
             total = total + ewc_penalty(params, fisher, anchor, self.lam)
         return total
+
+    def penalty_backward(self) -> float:
+        """Add λ F̄ ⊙ (θ − θ̄) to each parameter's ``.grad``; return the penalty (λ/2)(Σ F̄ (θ − θ̄)² + C)."""
+        if self.lam == 0 or not self.fishers:
+            return 0.0
+        if self._merged is None:
+            self._merged = _merge(self.fishers, self.anchors)
+        fisher, centre, constant = self._merged
+        total = constant.clone()
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if name not in fisher:
+                    continue
+                diff = param - centre[name]
+                weighted = fisher[name] * diff
+                if param.grad is None:
+                    param.grad = self.lam * weighted
+                else:
+                    param.grad.add_(weighted, alpha=self.lam)
+                total += (weighted * diff).sum()
+        return float(0.5 * self.lam * total)
 
     def end_experience(
         self, x: Tensor, y: Tensor, generator: torch.Generator, classes: Sequence[int] | Tensor | None = None
@@ -241,6 +269,7 @@ class EWC(ContinualLearner):
         else:
             self.fishers.append(fisher)
             self.anchors.append(params)
+        self._merged = None
 
     def extra_state(self) -> dict[str, Any]:
         return {"fishers": [dict(f) for f in self.fishers], "anchors": [dict(a) for a in self.anchors]}
@@ -248,3 +277,18 @@ class EWC(ContinualLearner):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.fishers = [dict(f) for f in state["fishers"]]
         self.anchors = [dict(a) for a in state["anchors"]]
+        self._merged = None
+
+
+def _merge(fishers: list[Params], anchors: list[Params]) -> tuple[Params, Params, Tensor]:
+    """(F̄, θ̄, C) of the module docstring: Σ_k F_k (θ − θ*_k)² = Σ F̄ (θ − θ̄)² + C."""
+    total: Params = {}
+    centre: Params = {}
+    constant = torch.zeros((), dtype=next(iter(fishers[0].values())).dtype)
+    for name in fishers[0]:
+        f_sum = torch.stack([f[name] for f in fishers]).sum(0)
+        weighted = torch.stack([f[name] * a[name] for f, a in zip(fishers, anchors)]).sum(0)
+        theta = torch.where(f_sum > 0, weighted / torch.where(f_sum > 0, f_sum, 1), anchors[-1][name])
+        total[name], centre[name] = f_sum, theta
+        constant = constant + sum((f[name] * (a[name] - theta) ** 2).sum() for f, a in zip(fishers, anchors))
+    return total, centre, constant
