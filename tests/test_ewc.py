@@ -218,29 +218,111 @@ def test_fisher_over_an_output_mask_by_hand(float64):
     gw, gb = grads(y)
     torch.testing.assert_close(empirical["weight"], (gw**2).mean(0))
     torch.testing.assert_close(empirical["bias"], (gb**2).mean(0))
-    sampled = fisher_diagonal(model, params_of(model), x, y, "sampled", generator=torch.Generator().manual_seed(3), **kw)
+    sampled = fisher_diagonal(
+        model, params_of(model), x, y, "sampled", generator=torch.Generator().manual_seed(3), **kw
+    )
     drawn = torch.multinomial(p, 1, generator=torch.Generator().manual_seed(3)).squeeze(1)
     torch.testing.assert_close(sampled["weight"], (grads(drawn)[0] ** 2).mean(0))
     batched = fisher_diagonal(model, params_of(model), x, y, "batched", batch_size=4, **kw)
     torch.testing.assert_close(batched["weight"], (gw[:4].mean(0) ** 2 + gw[4:].mean(0) ** 2) / 2)
 
 
-def test_exact_fisher_of_an_mlp_equals_a_direct_loop_for_any_chunk(float64):
+def direct_fisher(model, x, labels=None, classes=None):
+    """Σ over examples (and, without ``labels``, classes weighted by p) of squared autograd gradients / N."""
+    names = [k for k, _ in model.named_parameters()]
+    out = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
+    for n in range(len(x)):  # one example and one class at a time
+        logits = model(x[n : n + 1])
+        logp = torch.log_softmax(logits if classes is None else logits[:, classes], dim=1)[0]
+        for c in range(len(logp)) if labels is None else [int(labels[n])]:
+            grads = torch.autograd.grad(logp[c], list(model.parameters()), retain_graph=True, allow_unused=True)
+            weight = logp[c].exp().detach() if labels is None else 1.0
+            for k, g in zip(names, grads):
+                if g is not None:
+                    out[k] += weight * g**2 / len(x)
+    return out
+
+
+def test_exact_fisher_of_an_mlp_equals_a_direct_loop_for_any_chunk(float64, monkeypatch):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4))
     x = torch.randn(7, 3)
-    params = params_of(model)
-    expected = {k: torch.zeros_like(v) for k, v in params.items()}
-    for n in range(len(x)):  # one example and one class at a time, with autograd
-        for c in range(4):
-            logp = torch.log_softmax(model(x[n : n + 1]), dim=1)[0]
-            grads = torch.autograd.grad(logp[c], list(model.parameters()))
-            for k, g in zip(params, grads):
-                expected[k] += logp[c].exp().detach() * g**2 / len(x)
+    expected = direct_fisher(model, x)
+
+    def no_vmap(*args, **kwargs):
+        raise AssertionError("linear layers take the (δ²)ᵀ(a²) path, not per-example gradients")
+
+    monkeypatch.setattr(torch.func, "vmap", no_vmap)
     for chunk in (None, 1, 3):
-        fisher = fisher_diagonal(model, params, x, torch.zeros(7, dtype=torch.long), "exact", batch_size=chunk)
-        for k in params:
+        fisher = fisher_diagonal(
+            model, params_of(model), x, torch.zeros(7, dtype=torch.long), "exact", batch_size=chunk
+        )
+        for k in expected:
             torch.testing.assert_close(fisher[k], expected[k])
+
+
+class Scaled(nn.Module):
+    """A linear layer followed by a learned per-output scale (not a linear layer's parameter)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.scale = nn.Linear(3, 4), nn.Parameter(torch.tensor([1.0, 2.0, -1.0, 0.5]))
+
+    def forward(self, x):
+        return self.linear(torch.tanh(x)) * self.scale
+
+
+class Reused(nn.Module):
+    """The same linear layer applied twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.linear(torch.tanh(self.linear(x)))
+
+
+class Peeking(nn.Module):
+    """A linear layer whose weight is also used outside its forward (the gradient check must catch it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.linear(x) + x @ self.linear.weight
+
+
+class Sequence3d(nn.Module):
+    """A linear layer on [batch, time, features] inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 4)
+
+    def forward(self, x):
+        return self.linear(x.view(len(x), 2, 2)).sum(1)
+
+
+@pytest.mark.parametrize("module", [Scaled, Reused, Peeking, Sequence3d])
+def test_fisher_falls_back_to_per_example_gradients_where_the_linear_shortcut_does_not_hold(
+    float64, monkeypatch, module
+):
+    # Scaled: the linear layer by the shortcut, the scale by vmap; the others: everything by vmap
+    torch.manual_seed(0)
+    model = module()
+    x = torch.randn(6, 3 if module is Scaled else 4)
+    y = torch.tensor([0, 2, 1, 1, 2, 0])
+    calls = []
+    vmap = torch.func.vmap
+    monkeypatch.setattr(torch.func, "vmap", lambda *a, **k: calls.append(1) or vmap(*a, **k))
+    for kind, labels in (("exact", None), ("empirical", y)):
+        fisher = fisher_diagonal(model, params_of(model), x, y, kind, classes=[3, 0, 1] if module is Scaled else None)
+        expected = direct_fisher(model, x, labels, classes=[3, 0, 1] if module is Scaled else None)
+        for k in expected:
+            torch.testing.assert_close(fisher[k], expected[k])
+    assert calls  # the per-example path ran
 
 
 def test_select_outputs_errors_name_the_bad_classes():
@@ -294,3 +376,21 @@ def test_training_step_adds_the_summed_penalty_gradient(float64, online):
     assert metrics["penalty"] == pytest.approx(float(penalty.detach()), rel=1e-10) and metrics["penalty"] > 0
     for k, v in model.named_parameters():
         torch.testing.assert_close(v.detach(), before[k] - 0.1 * grads[k])
+
+
+def test_adam_optimizer_first_step_by_hand_and_errors(float64):
+    # Adam's first step is lr · m̂ / (√v̂ + ε) = lr · g / (|g| + ε): a step of lr against the gradient's sign
+    model, (x, y) = linear_model(), data()
+    learner = EWC(model, lr=0.01, lam=1.0, optimizer="adam")
+    assert isinstance(learner.optimizer, torch.optim.Adam)
+    before = {k: v.clone() for k, v in params_of(model).items()}
+    p = {k: v.clone().requires_grad_() for k, v in before.items()}
+    loss = nn.functional.cross_entropy(x @ p["weight"].T + p["bias"], y)
+    grads = dict(zip(p, torch.autograd.grad(loss, list(p.values()))))
+    learner.train_step(x, y)
+    for k, v in model.named_parameters():
+        torch.testing.assert_close(v.detach(), before[k] - 0.01 * grads[k] / (grads[k].abs() + 1e-8))
+    with pytest.raises(ValueError, match=r"unknown optimizer 'rmsprop'; allowed: sgd, adam"):
+        SGDLearner(linear_model(), lr=0.1, optimizer="rmsprop")
+    with pytest.raises(ValueError, match=r"momentum=0.9 is for optimizer='sgd', not 'adam'"):
+        SGDLearner(linear_model(), lr=0.1, momentum=0.9, optimizer="adam")

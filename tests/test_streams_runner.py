@@ -128,7 +128,10 @@ def test_task_incremental_streams_are_learned_and_tested_with_each_experiences_m
     assert torch.equal(R, torch.tensor(expected, dtype=torch.float64))
     masks = [[4, 1], [2, 5]] if task else [None, None]
     assert [(kind, mask) for kind, mask, _ in learner.calls] == [
-        ("train", masks[0]), ("end", masks[0]), ("train", masks[1]), ("end", masks[1])
+        ("train", masks[0]),
+        ("end", masks[0]),
+        ("train", masks[1]),
+        ("end", masks[1]),
     ]
     assert learner.calls[1][2] == (3 if task else 2)  # fisher_samples (5) capped at the experience's size
 

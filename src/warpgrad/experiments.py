@@ -605,14 +605,18 @@ def _stream_methods(in_features: int) -> dict[str, MethodSpec]:
         return nn.Sequential(*list(mlp(o).layers)[:-1])  # the MLP without its output layer
 
     def ewc(o: dict[str, Any], **kw: Any) -> EWC:
-        return EWC(nn.Sequential(nn.Flatten(), mlp(o)), o["lr"], o["ewc_lambda"], **kw)
+        return EWC(nn.Sequential(nn.Flatten(), mlp(o)), o["lr"], o["ewc_lambda"], optimizer=o["optimizer"], **kw)
 
     def dhp(o: dict[str, Any], ewc_lambda: float) -> DHPLearner:
-        return DHPLearner(nn.Sequential(nn.Flatten(), features(o)), o["hidden"][-1], 10, o["lr"], ewc_lambda=ewc_lambda)
+        return DHPLearner(nn.Sequential(nn.Flatten(), features(o)), o["hidden"][-1], 10, o["lr"],
+                          ewc_lambda=ewc_lambda, optimizer=o["optimizer"])
+
+    def sgd(o: dict[str, Any]) -> SGDLearner:
+        return SGDLearner(nn.Sequential(nn.Flatten(), mlp(o)), o["lr"], optimizer=o["optimizer"])
 
     return {
-        "sgd": MethodSpec("plain SGD through the stream (fine-tuning; forgets)",
-                          lambda p: SGDLearner(nn.Sequential(nn.Flatten(), mlp(p.options)), p.options["lr"])),
+        "sgd": MethodSpec("fine-tuning through the stream with the profile's optimiser (no protection; forgets)",
+                          lambda p: sgd(p.options)),
         "ewc": MethodSpec("EWC, exact Fisher (paper's λ/2 convention)", lambda p: ewc(p.options, fisher="exact")),
         "ewc-empirical": MethodSpec("EWC, empirical Fisher", lambda p: ewc(p.options, fisher="empirical")),
         "ewc-online": MethodSpec("online EWC (γ = 1), exact Fisher",
@@ -623,11 +627,12 @@ def _stream_methods(in_features: int) -> dict[str, MethodSpec]:
     }
 
 
+# optimizer: "sgd" or "adam", for every method (the "sgd" method is fine-tuning with it).
 # validation: 0 evaluates on the test set; 0 < v < 1 on that fraction of the training images (for tuning).
 # threads: torch's intra-op threads during the run (see warpgrad.engine.streams).
-_PERMUTED = {"experiences": 5, "train_per_experience": 10_000, "hidden": (100, 100), "lr": 0.01, "epochs": 1,
-             "batch_size": 32, "ewc_lambda": 100.0, "fisher_samples": 500, "runs": 3, "validation": 0.0,
-             "threads": 1}
+_PERMUTED = {"experiences": 5, "train_per_experience": 10_000, "hidden": (100, 100), "optimizer": "sgd",
+             "lr": 0.01, "epochs": 1, "batch_size": 32, "ewc_lambda": 100.0, "fisher_samples": 500, "runs": 3,
+             "validation": 0.0, "threads": 1}
 _SPLIT = _with(_PERMUTED, scenario="task", classes_per_experience=2, train_per_experience=None)
 
 
@@ -751,7 +756,7 @@ _SEQUENTIAL = {
     "data": {"image_size": 28}, "channels": 1, "image_size": 28, "widths": (256, 256, 256, 256, 256, 256),
     "outputs": 1000, "meta_classes": 0, "trajectory": 20, "remember": 64, "reset_class_row": True,
     "test_classes": 600, "stream_per_class": 15, "held_out_per_class": 5, "runs": 10, "tune_runs": 2,
-    "head_reset": "zeros", "lr_grid": "0.0003,0.001,0.003,0.01,0.03,0.1",
+    "head_reset": "zeros", "lr_grid": "0.00001,0.00003,0.0001,0.0003,0.001,0.003,0.01,0.03,0.1", "threads": 0,
     "oml": {"inner_lr": 0.03, "meta_lr": 1e-4, "first_order": False},
     "anml": {"nm_widths": (112, 112, 112), "pn_widths": (256, 256, 256), "inner_lr": 0.1, "meta_lr": 1e-3,
              "inner": "all", "first_order": False},
@@ -764,8 +769,7 @@ _KANJI_SEQUENTIAL = _with(_SEQUENTIAL, data={"n_classes": 3500, "drawings": 20, 
 _KANJI_SEQUENTIAL_QUICK = _with(
     _KANJI_SEQUENTIAL,
     data={**_KANJI_SEQUENTIAL["data"], "n_classes": 500, "min_group_size": 5},
-    widths=(16, 16, 16), outputs=150, meta_classes=150, test_classes=50, runs=5, tune_runs=2,
-    lr_grid="0.001,0.003,0.01,0.03,0.1,0.3",
+    widths=(16, 16, 16), outputs=150, meta_classes=150, test_classes=50, runs=5, tune_runs=2, threads=1,
     oml={"inner_lr": 0.03, "meta_lr": 1e-3, "first_order": False},
     anml={"nm_widths": (8, 8, 8), "pn_widths": (16, 16, 16), "inner_lr": 0.1, "meta_lr": 1e-3, "inner": "all",
           "first_order": False},
@@ -773,6 +777,7 @@ _KANJI_SEQUENTIAL_QUICK = _with(
 _SEQUENTIAL_SMOKE = {
     "widths": (4,), "outputs": 4, "meta_classes": 3, "trajectory": 4, "remember": 4, "test_classes": 3,
     "stream_per_class": 4, "held_out_per_class": 2, "runs": 2, "tune_runs": 1, "lr_grid": "0.01,0.1",
+    "threads": 1,
     "anml": {**_SEQUENTIAL["anml"], "nm_widths": (2,), "pn_widths": (4,)},
 }
 

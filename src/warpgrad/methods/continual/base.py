@@ -36,7 +36,9 @@ from torch.nn import functional as F
 
 from warpgrad.functional import Params
 
-__all__ = ["ContinualLearner", "SGDLearner", "select_outputs"]
+__all__ = ["ContinualLearner", "SGDLearner", "OPTIMIZERS", "select_outputs"]
+
+OPTIMIZERS = ("sgd", "adam")
 
 
 def select_outputs(logits: Tensor, classes: Sequence[int] | Tensor | None) -> Tensor:
@@ -56,7 +58,17 @@ def select_outputs(logits: Tensor, classes: Sequence[int] | Tensor | None) -> Te
 
 
 class ContinualLearner:
-    """Base shell: a model, an SGD optimiser (``lr``, ``momentum``) and the minibatch loop."""
+    """Base shell: a model, an optimiser and the minibatch loop.
+
+    Args:
+        model: the classifier (logits).
+        lr: the learning rate.
+        momentum: SGD's momentum (``optimizer="sgd"`` only).
+        loss_fn: the task loss on (logits, labels).
+        optimizer: ``"sgd"`` (``torch.optim.SGD``) or ``"adam"`` (``torch.optim.Adam``, default betas).
+            Adam's per-parameter step sizes keep EWC's stiff penalty directions stable where plain
+            SGD needs ``lr · λ · max F < 2``.
+    """
 
     name = "continual"
 
@@ -66,12 +78,20 @@ class ContinualLearner:
         lr: float,
         momentum: float = 0.0,
         loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+        optimizer: str = "sgd",
     ) -> None:
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if optimizer != "sgd" and momentum:
+            raise ValueError(f"momentum={momentum} is for optimizer='sgd', not {optimizer!r}")
         self.model = model
         self.loss_fn = loss_fn
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        if optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        else:
+            self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.experiences_seen = 0
 
     # ------------------------------------------------------------------ hooks
@@ -162,6 +182,7 @@ class ContinualLearner:
 
 
 class SGDLearner(ContinualLearner):
-    """Plain fine-tuning: SGD on each experience in turn, no protection against forgetting."""
+    """Plain fine-tuning: the optimiser (SGD by default) on each experience in turn, no protection
+    against forgetting."""
 
     name = "sgd"

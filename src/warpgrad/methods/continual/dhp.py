@@ -129,7 +129,8 @@ class DHPLearner(EWC):
     Args:
         features: the feature network (its output has ``in_features`` features).
         in_features, n_classes: the head's shape.
-        lr, momentum: SGD on all learned parameters (W, b, α, η_logit, features).
+        lr, momentum, optimizer: the optimiser of all learned parameters (W, b, α, η_logit,
+            features; SGD by default, see :class:`~warpgrad.methods.continual.base.ContinualLearner`).
         ewc_lambda: λ of the EWC penalty (paper's convention, see :mod:`.ewc`); 0 disables EWC.
         fisher, online, gamma, fisher_batch_size: as for :class:`~warpgrad.methods.continual.ewc.EWC`.
         eta_init, alpha_init: the head's initial η and α.
@@ -151,6 +152,7 @@ class DHPLearner(EWC):
         momentum: float = 0.0,
         eta_init: float = 0.1,
         alpha_init: float = 0.01,
+        optimizer: str = "sgd",
     ) -> None:
         model = DHPNet(features, DHPSoftmax(in_features, n_classes, eta_init=eta_init, alpha_init=alpha_init))
         super().__init__(
@@ -163,6 +165,7 @@ class DHPLearner(EWC):
             fisher_batch_size=fisher_batch_size,
             momentum=momentum,
             loss_fn=F.cross_entropy,
+            optimizer=optimizer,
         )
 
     def train_step(self, x: Tensor, y: Tensor, classes: Sequence[int] | Tensor | None = None) -> dict[str, float]:
