@@ -208,3 +208,30 @@ def test_bf16_autocast_is_active_and_close_to_fp32(tmp_path):
     assert b["mean"] == pytest.approx(a["mean"], rel=0.05)
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         run(SINE, ["maml"], "smoke", 0, tmp_path / "x", progress=False, precision="fp16")
+
+
+def test_ranks_split_warpgrads_replay_budget(monkeypatch):
+    """Each rank keeps its share of the buffer and draws its share of the warp batch, so the
+    ranks together spend one process's budget (not world_size times it)."""
+    from warpgrad.methods import warpgrad as warpgrad_module
+
+    seen: dict[str, list[int]] = {"capacity": [], "drawn": []}
+    original_init, original_sample = warpgrad_module.ReservoirBuffer.__init__, warpgrad_module.ReservoirBuffer.sample
+
+    def init(self, capacity):
+        seen["capacity"].append(capacity)
+        original_init(self, capacity)
+
+    def sample(self, n, generator):
+        seen["drawn"].append(n)
+        return original_sample(self, n, generator)
+
+    monkeypatch.setattr(warpgrad_module.ReservoirBuffer, "__init__", init)
+    monkeypatch.setattr(warpgrad_module.ReservoirBuffer, "sample", sample)
+    profile = SMOKE.with_overrides({"meta_batch": "5", "warpgrad.buffer_size": "10", "warpgrad.warp_batch": "6"})
+    seeds = _task_seeds(torch.Generator().manual_seed(0), 5)
+    for share, capacity, drawn in ((1.0, 10, 6), (0.4, 4, 2), (0.6, 6, 4)):
+        learner = build_method(SINE, "warpgrad", profile, 0)
+        with reducing_gradients(None, share):
+            learner.meta_step(_seeded_tasks(seeds, range(5)), torch.Generator().manual_seed(1))
+        assert (seen["capacity"][-1], seen["drawn"][-1]) == (capacity, drawn)

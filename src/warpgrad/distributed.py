@@ -11,8 +11,9 @@ This equals a one-process run exactly (up to floating-point summation order) for
 whose meta-gradient is a mean of per-task terms with the same weight per task: MAML, FOMAML,
 Meta-SGD, T-Nets, Reptile, Leap, fine-tuning, online WarpGrad, and offline WarpGrad while its
 replay buffer holds every trajectory point of the meta-batch. With a smaller buffer each rank
-keeps its own reservoir (``buffer_size`` points of its shard each), an unbiased estimate of the
-same objective rather than the same numbers. The per-task randomness that makes this possible
+keeps its own reservoir of its shard's points, of its share of ``buffer_size`` (and draws its share
+of ``warp_batch``): the same budget in total, an unbiased estimate of the same objective rather
+than the same numbers. The per-task randomness that makes this possible
 (each task samples its data and batches from its own seed, whichever rank runs it) is set up in
 :mod:`warpgrad.engine.loop`.
 
@@ -44,6 +45,7 @@ DEVICES = ("cpu", "cuda")
 
 GradientReducer = Callable[[list[Tensor]], list[Tensor]]
 _reducer: GradientReducer | None = None
+_share: float = 1.0
 
 
 def reduce_gradients(grads: list[Tensor]) -> list[Tensor]:
@@ -52,15 +54,31 @@ def reduce_gradients(grads: list[Tensor]) -> list[Tensor]:
     return list(grads) if _reducer is None else _reducer(list(grads))
 
 
+def local_share() -> float:
+    """This process's share of the current meta-batch (1.0 outside a distributed meta-step).
+
+    Methods that keep a budget per meta-batch rather than per task scale it by this share, so
+    that the ranks together spend what one process would (WarpGrad's replay buffer and warp
+    batch)."""
+    return _share
+
+
+def scaled_budget(budget: int) -> int:
+    """``budget`` times :func:`local_share`, rounded, at least 1."""
+    return max(1, round(budget * _share))
+
+
 @contextmanager
-def reducing_gradients(reducer: GradientReducer | None) -> Iterator[None]:
-    """Route every :func:`reduce_gradients` call through ``reducer`` while the block runs."""
-    global _reducer
-    previous, _reducer = _reducer, reducer
+def reducing_gradients(reducer: GradientReducer | None, share: float = 1.0) -> Iterator[None]:
+    """Route every :func:`reduce_gradients` call through ``reducer`` while the block runs, with
+    this process holding ``share`` of the meta-batch (:func:`local_share`)."""
+    global _reducer, _share
+    previous = _reducer, _share
+    _reducer, _share = reducer, share
     try:
         yield
     finally:
-        _reducer = previous
+        _reducer, _share = previous
 
 
 def resolve_device(name: str) -> torch.device:
@@ -235,6 +253,8 @@ __all__ = [
     "launch",
     "DEVICES",
     "launched_by_torchrun",
+    "local_share",
+    "scaled_budget",
     "reduce_gradients",
     "reducing_gradients",
     "resolve_device",

@@ -345,7 +345,7 @@ class _Run:
             self.prefetcher.request(family, self.task_generator, n, shard)
         tasks = _seeded(tasks, [seeds[i][1] for i in shard], self.cluster.device)
         generator = _generator(_draw_seed(self.step_generator))
-        with reducing_gradients(self.cluster.gradient_reducer(n)):
+        with reducing_gradients(self.cluster.gradient_reducer(n), len(shard) / n):
             with self.autocast():
                 metrics = self.learner.meta_step(tasks, generator)
         return self.cluster.mean_metrics(metrics, n)

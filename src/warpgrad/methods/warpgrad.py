@@ -58,6 +58,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from warpgrad.distributed import scaled_budget
 from warpgrad.functional import (
     InnerOptimizer,
     Params,
@@ -283,7 +284,7 @@ class WarpGrad(MetaLearner):
             raise ValueError("meta_step needs at least one task")
         theta0, phi = self.parameters_by_role()
         phi_list = list(phi.values())
-        buffer = ReservoirBuffer(self.buffer_size)
+        buffer = ReservoirBuffer(scaled_budget(self.buffer_size))  # this process's share of it
         online_sum = [torch.zeros_like(p) for p in phi_list]
         online_loss, online_count = 0.0, 0
         paths: list[LeapPath] = []
@@ -319,7 +320,7 @@ class WarpGrad(MetaLearner):
         if self.algorithm == "offline":
             warp_losses = []
             for _ in range(warp_updates):
-                points = buffer.sample(self.warp_batch or len(buffer), generator)
+                points = buffer.sample(scaled_budget(self.warp_batch) if self.warp_batch else len(buffer), generator)
                 with torch.enable_grad():
                     loss = self.warp_loss(points, tasks, generator)
                     grads = torch.autograd.grad(loss, phi_list)
