@@ -235,3 +235,11 @@ def test_ranks_split_warpgrads_replay_budget(monkeypatch):
         with reducing_gradients(None, share):
             learner.meta_step(_seeded_tasks(seeds, range(5)), torch.Generator().manual_seed(1))
         assert (seen["capacity"][-1], seen["drawn"][-1]) == (capacity, drawn)
+
+
+def test_sine_continual_runs_through_the_engine_on_cpu_only(tmp_path):
+    results = run("sine-continual", ["baseline"], "smoke", 0, tmp_path, progress=False)
+    assert results["methods"]["baseline"]["steps"] == 2
+    with pytest.raises(ValueError, match="CPU only"):
+        run("sine-continual", ["baseline"], "smoke", 0, tmp_path / "cuda", progress=False,
+            cluster=Cluster(device=torch.device("cuda")))

@@ -176,6 +176,12 @@ class ContinualWarpGrad:
         final = torch.stack(finals)
         return {"loss": final, "mse": final, "forgetting": torch.stack(forgetting)}
 
+    def to(self, device: torch.device | str) -> ContinualWarpGrad:
+        """Stay on the CPU (the sub-task sequences are CPU tensors); another device is an error."""
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"{self.name} runs on the CPU only (its sequences are small CPU tensors); use --device cpu")
+        return self
+
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
 
