@@ -394,3 +394,13 @@ def test_adam_optimizer_first_step_by_hand_and_errors(float64):
         SGDLearner(linear_model(), lr=0.1, optimizer="rmsprop")
     with pytest.raises(ValueError, match=r"momentum=0.9 is for optimizer='sgd', not 'adam'"):
         SGDLearner(linear_model(), lr=0.1, momentum=0.9, optimizer="adam")
+
+
+def test_fisher_of_a_diverged_model_is_nan_not_an_error():
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    x, y = data()
+    for kind in ("exact", "empirical"):
+        fisher = fisher_diagonal(model, params_of(model), x, y, kind)
+        assert torch.isnan(fisher["weight"]).any()

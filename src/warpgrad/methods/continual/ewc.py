@@ -263,6 +263,8 @@ def _linear_squared_gradients(
                         summed[owned["bias"]] += delta.sum(0)
             if not checked:
                 for name in names:
+                    if not bool(torch.isfinite(direct[name]).all()):
+                        return None  # cannot be checked (a diverged model): per-example gradients, NaN and all
                     scale = float(direct[name].abs().max()) if direct[name].numel() else 0.0
                     if not torch.allclose(summed[name], direct[name], rtol=1e-4, atol=1e-5 * max(scale, 1e-12)):
                         return None

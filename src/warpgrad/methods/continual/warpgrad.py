@@ -179,7 +179,7 @@ class ContinualWarpGrad:
     def to(self, device: torch.device | str) -> ContinualWarpGrad:
         """Stay on the CPU (the sub-task sequences are CPU tensors); another device is an error."""
         if torch.device(device).type != "cpu":
-            raise ValueError(f"{self.name} runs on the CPU only (its sequences are small CPU tensors); use --device cpu")
+            raise ValueError(f"{self.name} runs on the CPU only (its sequences are CPU tensors); use --device cpu")
         return self
 
     def state_dict(self) -> dict[str, Any]:
