@@ -167,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from warpgrad.distributed import Cluster, launched_by_torchrun, resolve_device
-    from warpgrad.engine import PLOT_FILE, RESULTS_FILE, TrainingInterrupted, default_out_dir, format_table, run
+    from warpgrad.engine import default_out_dir
     from warpgrad.engine.loop import check_seed, resolve_experiment, resolve_methods
     from warpgrad.experiments import StreamExperiment
 
@@ -198,6 +198,17 @@ def _run(args: argparse.Namespace) -> int:
                              f"{torch.cuda.device_count()} visible")
         return _launch(args, methods, out_dir)
     cluster = Cluster.from_environment(args.device)
+    try:
+        return _run_here(args, experiment, methods, settings, out_dir, cluster)
+    finally:
+        cluster.close()
+
+
+def _run_here(args: argparse.Namespace, experiment, methods: list[str], settings: dict[str, str], out_dir: Path,
+              cluster) -> int:
+    """``_run`` in this process (one of several ranks, or the only one)."""
+    from warpgrad.engine import PLOT_FILE, RESULTS_FILE, TrainingInterrupted, format_table, run
+
     resume = _resume_command(args, methods, out_dir)
     say = print if cluster.is_main else (lambda *a, **k: None)
     try:

@@ -198,6 +198,11 @@ class Cluster:
         if self.distributed:
             dist.barrier()
 
+    def close(self) -> None:
+        """Leave the process group (a rank that exits with it still open may abort in gloo's threads)."""
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
