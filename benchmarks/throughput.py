@@ -122,18 +122,19 @@ def main() -> None:
     ]
     print(f"(b) scaling over processes, warpgrad, {cores} cores: tasks/s through `warpgrad run`")
     print(f"{'experiment':16s} {'1 proc x 1 thr':>15s} {f'1 proc x {cores} thr':>15s} {'2 procs x 1 thr':>16s} "
-          f"{'efficiency':>11s} {'vs 1 proc x all':>16s} {'same result':>12s}")
+          f"{'efficiency':>11s} {'vs 1 proc x all':>16s} {'metric diff':>12s}")
     for experiment, profile, settings in workloads:
         one = engine_throughput(experiment, profile, settings, 1, 1)
         all_threads = engine_throughput(experiment, profile, settings, cores, 1)
         two = engine_throughput(experiment, profile, settings, 1, 2)
-        same = abs(two["mean"] - one["mean"]) <= 1e-4 * max(1.0, abs(one["mean"]))
+        difference = abs(two["mean"] - one["mean"]) / max(abs(one["mean"]), 1e-12)
         print(f"{experiment:16s} {one['tasks_per_s']:15.1f} {all_threads['tasks_per_s']:15.1f} "
               f"{two['tasks_per_s']:16.1f} {two['tasks_per_s'] / (2 * one['tasks_per_s']):10.2f}x "
-              f"{two['tasks_per_s'] / all_threads['tasks_per_s']:15.2f}x {'yes' if same else 'no':>12s}")
-    print("(efficiency: 2-process tasks/s over twice the 1-process 1-thread tasks/s; same result: the test "
-          "metric of the 2-process run equals the 1-process one, expected while WarpGrad's buffer holds every "
-          "point of a meta-batch: sine yes, kanji-multishot no, see docs/distributed.md)")
+              f"{two['tasks_per_s'] / all_threads['tasks_per_s']:15.2f}x {difference:11.2%}")
+    print("(efficiency: 2-process tasks/s over twice the 1-process 1-thread tasks/s; metric diff: relative "
+          "difference of the 2-process run's test metric from the 1-process one: float summation order only on "
+          "sine, amplified over the meta-steps; also sampling on kanji-multishot, whose warp batch is a random "
+          "subset of the buffer; see docs/distributed.md)")
 
 
 if __name__ == "__main__":
