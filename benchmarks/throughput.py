@@ -101,8 +101,9 @@ def main() -> None:
         return
 
     ks = [] if args.skip_methods else [int(k) for k in args.ks.split(",")]
-    print("(a) sine, 8 tasks per meta-batch: tasks/s (peak MB) per method and K")
-    print(f"{'method':10s}" + "".join(f"{f'K={k}':>22s}" for k in ks))
+    if ks:
+        print("(a) sine, 8 tasks per meta-batch: tasks/s (peak MB) per method and K")
+        print(f"{'method':10s}" + "".join(f"{f'K={k}':>22s}" for k in ks))
     threads = None
     for method in SINE_METHODS if ks else ():
         cells = []
@@ -111,7 +112,8 @@ def main() -> None:
             threads = r["threads"]
             cells.append(f"{r['tasks_per_s']:10.1f} ({r['peak_mb']:6.1f} MB)")
         print(f"{method:10s}" + "".join(f"{c:>22s}" for c in cells))
-    print(f"(torch threads: {threads})\n")
+    if ks:
+        print(f"(torch threads: {threads})\n")
     if args.skip_scaling:
         return
 
