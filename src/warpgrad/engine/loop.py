@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
@@ -172,6 +173,16 @@ def _task_seeds(generator: torch.Generator, n: int) -> list[tuple[int, int]]:
 def _sample_tasks(family: TaskFamily, seeds: list[tuple[int, int]], indices: range) -> list[Task]:
     """Tasks ``indices`` of a list whose task ``i`` is sampled from its own seed ``seeds[i][0]``."""
     return [family.sample(_generator(seeds[i][0])) for i in indices]
+
+
+def spare_core() -> bool:
+    """Whether this machine has a core that no process of this run uses for torch's threads."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return cores > torch.get_num_threads() * processes
 
 
 class _TaskPrefetcher:
@@ -450,7 +461,7 @@ def train(
     progress: bool = True,
     settings: dict[str, str] | None = None,
     cluster: Cluster | None = None,
-    prefetch: bool = True,
+    prefetch: bool | None = None,
     precision: str = "fp32",
 ) -> dict[str, Any] | None:
     """Meta-train one method, evaluate it on held-out tasks, and return its results entry.
@@ -470,7 +481,9 @@ def train(
         cluster: this process's rank and device (default: one CPU process); with several
             ranks every rank calls ``train`` and gets the same entry, rank 0 writes the files.
         prefetch: sample the next meta-batch's tasks in a background thread during each
-            meta-step (the same tasks either way).
+            meta-step (the same tasks either way); ``None``: only when a core is spare
+            (:func:`spare_core`), since on a fully used CPU the thread slows the meta-step more
+            than it saves (measured in docs/distributed.md).
         precision: ``fp32``, or ``bf16`` to run meta-steps and evaluation under bf16 autocast
             (matrix products in bf16; see docs/distributed.md for what it does to meta-gradients).
 
@@ -530,7 +543,7 @@ def train(
         mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line every 10 s
         dynamic_ncols=True,
     )
-    state.prefetcher = _TaskPrefetcher() if prefetch else None
+    state.prefetcher = _TaskPrefetcher() if (spare_core() if prefetch is None else prefetch) else None
     state.precision = precision
     try:
         with _DeferredInterrupt(bar, announce=main) as interrupt:
