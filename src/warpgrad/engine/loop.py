@@ -57,6 +57,7 @@ from warpgrad.engine.results import (
     check_compatible,
     load_results,
     mean_ci95,
+    mean_ci95_entry,
     merge_results,
     write_metrics_csv,
     write_results,
@@ -601,7 +602,7 @@ def train(
         "precision": precision,
         "per_task": values.tolist(),
         "extra": {  # further per-task metrics the learner reports (e.g. continual forgetting)
-            key: dict(zip(("mean", "ci95"), mean_ci95(value)))
+            key: mean_ci95_entry(value)
             for key, value in out.items()
             if key not in (state.metric, "loss")
         },

@@ -48,6 +48,12 @@ def mean_ci95(values: Sequence[float] | torch.Tensor) -> tuple[float, float | No
     return mean, float(1.96 * x.std(correction=1) / math.sqrt(n))
 
 
+def mean_ci95_entry(values: Sequence[float] | torch.Tensor) -> dict[str, float | None]:
+    """:func:`mean_ci95` as the ``{"mean", "ci95"}`` dict results entries hold under ``extra``."""
+    mean, ci95 = mean_ci95(values)
+    return {"mean": mean, "ci95": ci95}
+
+
 # ------------------------------------------------------------------------------ results.json
 
 

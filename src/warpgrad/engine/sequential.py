@@ -52,9 +52,8 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -68,9 +67,11 @@ from warpgrad.engine.results import (
     format_table,
     load_results,
     mean_ci95,
+    mean_ci95_entry,
     merge_results,
     write_results,
 )
+from warpgrad.engine.threads import torch_threads
 from warpgrad.functional import Params, functional_apply
 from warpgrad.methods.base import check_no_running_statistics, make_meta_optimizer
 from warpgrad.methods.continual.oml import HEAD_RESETS, Loss, TrajectoryMetaLearner, reset_head
@@ -164,18 +165,6 @@ class _Classifier(nn.Module):
         return self.head(self.rln(x))
 
 
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """``n`` intra-op threads inside the block (0: leave torch's setting)."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @torch.no_grad()
 def online_network_meta_test(
     model: nn.Module,
@@ -247,7 +236,7 @@ class Scratch:
     ) -> dict[str, Any]:
         params = {f"rln.{k}": v.detach() for k, v in self.model.rln.named_parameters()}
         params.update({f"head.{k}": v for k, v in reset_head(self.head, head_reset).items()})
-        with _threads(1):  # one-image steps gain nothing from more threads and lose much on a busy machine
+        with torch_threads(1):  # one-image steps gain nothing from more threads and lose much on a busy machine
             return online_network_meta_test(
                 self.model, params, stream_x_per_class, self.inner_lr if lr is None else lr, eval_x_per_class,
                 labels, self.loss_fn,
@@ -569,11 +558,6 @@ def meta_train_classes(dataset: Any, options: dict[str, Any], seed: int) -> list
     return [train[i] for i in sorted(order)]
 
 
-def _mean_ci95(values: Tensor | list[float]) -> dict[str, float | None]:
-    mean, ci95 = mean_ci95(torch.as_tensor(values, dtype=torch.float64))
-    return {"mean": mean, "ci95": ci95}
-
-
 def run(
     experiment: Any,
     methods: list[str],
@@ -586,7 +570,7 @@ def run(
 
     The profile option ``threads`` (> 0) sets torch's intra-op threads for the run (restored after).
     """
-    with _threads(int(profile.options["threads"])):
+    with torch_threads(int(profile.options["threads"]) or None):  # 0: leave torch's setting
         return _run(experiment, methods, profile, seed, Path(out_dir), progress)
 
 
@@ -636,7 +620,7 @@ def _run(experiment: Any, methods: list[str], profile: Any, seed: int, out_dir: 
             "lr": result["lr"],
             "curve": mean_curve.tolist(),
             "extra": {
-                "train_accuracy": _mean_ci95(result["train_final"]),
+                "train_accuracy": mean_ci95_entry(result["train_final"]),
                 "tuning": {"split": "val", "classes": result["n_val_classes"], "runs": o["tune_runs"],
                            "accuracy": {repr(k): v for k, v in result["tuning"].items()}},
                 "meta_training": {

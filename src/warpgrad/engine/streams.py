@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import re
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -41,9 +40,11 @@ from warpgrad.engine.results import (
     format_table,
     load_results,
     mean_ci95,
+    mean_ci95_entry,
     merge_results,
     write_results,
 )
+from warpgrad.engine.threads import torch_threads
 
 
 @torch.no_grad()
@@ -96,7 +97,7 @@ def run_streams(
     path = out_dir / RESULTS_FILE
     check_compatible(load_results(path), run_info, path)  # before minutes of work, not after
     entries: dict[str, dict[str, Any]] = {}
-    with _threads(o.get("threads")):
+    with torch_threads(o.get("threads")):
         for method in methods:
             entries[method] = _run_method(experiment, method, profile, seed, out_dir, progress)
     existing = load_results(path)
@@ -104,22 +105,6 @@ def run_streams(
     results = merge_results(existing, run_info, entries)
     write_results(path, results)
     return results
-
-
-@contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to ``n`` inside (unchanged when None), restored afterwards."""
-    if n is None:
-        yield
-        return
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads must be a positive int, got {n!r}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run_method(experiment: Any, method: str, profile: Any, seed: int, out_dir: Path, progress: bool) -> dict:
@@ -154,7 +139,7 @@ def _run_method(experiment: Any, method: str, profile: Any, seed: int, out_dir: 
         "steps": int(mean_R.shape[0]),
         "wall_time_s": round(time.perf_counter() - started, 3),
         "per_task": average.tolist(),
-        "extra": {key: _mean_ci95([s[key] for s in summaries]) for key in extra_keys},
+        "extra": {key: mean_ci95_entry([s[key] for s in summaries]) for key in extra_keys},
         "accuracy_matrix": mean_R.tolist(),
     }
 
@@ -183,8 +168,3 @@ def table(results: dict[str, Any]) -> str:
             ci = "n/a" if f["ci95"] is None else f"{f['ci95']:.3g}"
             lines.append(f"  {name:12s} {f['mean']:.4f} ± {ci}")
     return "\n".join(lines)
-
-
-def _mean_ci95(values: list[float]) -> dict[str, float | None]:
-    mean, ci95 = mean_ci95(torch.tensor(values, dtype=torch.float64))
-    return {"mean": mean, "ci95": ci95}
