@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from warpgrad import __version__
-from warpgrad.distributed import DEVICES
+from warpgrad.distributed import DEVICES, PRECISIONS
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--precision",
         default="fp32",
-        choices=("fp32", "bf16"),
+        choices=PRECISIONS,
         help="bf16: meta-steps and evaluation under bf16 autocast (meta-gradient error measured in "
         "docs/distributed.md; default fp32)",
     )
@@ -182,11 +182,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.nproc < 1:
             raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
         if under_torchrun:
-            raise ValueError("--nproc launches torchrun itself; under torchrun leave it out")
+            raise ValueError("--nproc starts the processes itself; under torchrun leave it out")
     if isinstance(experiment, StreamExperiment):
         if (args.nproc or 1) > 1 or under_torchrun:
             raise ValueError(f"{experiment.name} is a stream experiment: it runs in one process (no --nproc/torchrun)")
-        return _run_streams(args, experiment, methods, settings, out_dir)
+        return _run_streams(args, experiment, methods, profile, out_dir)
     if args.nproc is not None and args.nproc > 1:
         check_seed(args.seed)
         if profile.meta_batch < args.nproc:
@@ -245,9 +245,7 @@ def _run_here(args: argparse.Namespace, experiment, methods: list[str], settings
     return EXIT_OK
 
 
-def _run_streams(
-    args: argparse.Namespace, experiment, methods: list[str], settings: dict[str, str], out_dir: Path
-) -> int:
+def _run_streams(args: argparse.Namespace, experiment, methods: list[str], profile, out_dir: Path) -> int:
     from warpgrad.engine.loop import check_seed
 
     runner = importlib.import_module(experiment.runner)
@@ -257,7 +255,6 @@ def _run_streams(
             "--stop-after are not available; run it again instead"
         )
     check_seed(args.seed)
-    profile = experiment.profile(args.profile).with_overrides(settings)
     results = runner.run(experiment, methods, profile, args.seed, out_dir, progress=not args.no_progress)
     print(runner.table(results))
     print(f"\n{runner.outputs(out_dir)}")

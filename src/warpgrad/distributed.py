@@ -42,6 +42,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")  # bf16: meta-steps under autocast (warpgrad.engine.loop)
 
 GradientReducer = Callable[[list[Tensor]], list[Tensor]]
 _reducer: GradientReducer | None = None
@@ -88,6 +89,12 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU here; use --device cpu")
     return torch.device(name)
+
+
+def check_precision(precision: str) -> None:
+    """Raise unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
 
 
 def launched_by_torchrun() -> bool:
@@ -257,6 +264,8 @@ __all__ = [
     "Cluster",
     "launch",
     "DEVICES",
+    "PRECISIONS",
+    "check_precision",
     "launched_by_torchrun",
     "local_share",
     "scaled_budget",

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from warpgrad.distributed import Cluster, reducing_gradients
+from warpgrad.distributed import Cluster, check_precision, reducing_gradients
 from warpgrad.engine.checkpoint import check_config, load_checkpoint, save_checkpoint
 from warpgrad.engine.plots import plot_learning_curves
 from warpgrad.engine.results import (
@@ -143,14 +143,6 @@ def check_seed(seed: int) -> None:
     """Raise ValueError unless ``seed`` is an integer in ``[0, 2**32 - 1]``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
-
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
 
 
 def _check_stop_after(stop_after: int | None) -> None:
