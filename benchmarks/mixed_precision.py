@@ -52,11 +52,11 @@ def meta_gradient(
         captured.extend(g.detach().double().reshape(-1).cpu() for g in grads)
         return [torch.zeros_like(g) for g in grads]  # leave the parameters where they are
 
-    from warpgrad.distributed import reducing_gradients
+    from warpgrad.core.shell import Reduction
 
     context = torch.autocast(device_type=device, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-    with reducing_gradients(capture), context:
-        learner.meta_step(tasks, torch.Generator().manual_seed(1))
+    with context:
+        learner.meta_step(tasks, torch.Generator().manual_seed(1), Reduction(capture))
     return torch.cat(captured)
 
 

@@ -131,7 +131,7 @@ def test_ctrl_c_saves_and_prints_how_to_resume(capsys, tmp_path, monkeypatch):
     full = json.loads((tmp_path / "full" / "results.json").read_text())
     calls = []
 
-    def meta_step_then_ctrl_c(self, tasks, generator):
+    def meta_step_then_ctrl_c(self, tasks, generator, reduction=None):
         calls.append(1)
         if len(calls) == 3:
             signal.raise_signal(signal.SIGINT)

@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from warpgrad.cli import main
-from warpgrad.distributed import Cluster, reduce_gradients, reducing_gradients
+from warpgrad.core.shell import LOCAL, Reduction
+from warpgrad.distributed import Cluster
 from warpgrad.engine import run
 from warpgrad.engine.loop import _task_seeds
 from warpgrad.experiments import build_method, get_experiment
@@ -52,8 +53,7 @@ def _recorded_gradients(learner, tasks, weight):
         recorded.append([g.detach().clone() * weight for g in grads])
         return grads
 
-    with reducing_gradients(record):
-        learner.meta_step(tasks, torch.Generator().manual_seed(5))
+    learner.meta_step(tasks, torch.Generator().manual_seed(5), Reduction(record))
     return recorded
 
 
@@ -90,10 +90,11 @@ def test_shards_cover_every_task_once():
 
 def test_no_reducer_outside_a_distributed_step():
     grads = [torch.ones(2)]
-    assert reduce_gradients(grads)[0] is grads[0]
-    with reducing_gradients(lambda gs: [g * 2 for g in gs]):
-        assert float(reduce_gradients(grads)[0][0]) == 2.0
-    assert reduce_gradients(grads)[0] is grads[0]
+    assert LOCAL.gradients(grads)[0] is grads[0]
+    assert Cluster().reduction(4) is LOCAL
+    doubling = Reduction(lambda gs: [g * 2 for g in gs])
+    assert float(doubling.gradients(grads)[0][0]) == 2.0
+    assert LOCAL.gradients(grads)[0] is grads[0]
 
 
 # ------------------------------------------------------------------------------ real processes
@@ -232,8 +233,7 @@ def test_ranks_split_warpgrads_replay_budget(monkeypatch):
     seeds = _task_seeds(torch.Generator().manual_seed(0), 5)
     for share, capacity, drawn in ((1.0, 10, 6), (0.4, 4, 2), (0.6, 6, 4)):
         learner = build_method(SINE, "warpgrad", profile, 0)
-        with reducing_gradients(None, share):
-            learner.meta_step(_seeded_tasks(seeds, range(5)), torch.Generator().manual_seed(1))
+        learner.meta_step(_seeded_tasks(seeds, range(5)), torch.Generator().manual_seed(1), Reduction(share=share))
         assert (seen["capacity"][-1], seen["drawn"][-1]) == (capacity, drawn)
 
 

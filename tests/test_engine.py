@@ -47,10 +47,11 @@ class FakeLearner(MetaLearner):
 
     def __init__(self) -> None:
         model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
-        super().__init__(model, sgd(lr=0.05), 2, torch.optim.Adam(model.parameters(), lr=0.03))
+        super().__init__(model, sgd(lr=0.05), 2)
+        self.meta_optimizer = self.shell.add_group("init", dict(model.named_parameters()), "adam", 0.03)
         self.calls = 0
 
-    def meta_step(self, tasks, generator):
+    def meta_step(self, tasks, generator, reduction=None):
         self.calls += 1
         if self.interrupt_at == self.calls:
             signal.raise_signal(signal.SIGINT)
@@ -390,7 +391,10 @@ def test_a_diverging_method_stops_with_one_line_naming_the_step(tmp_path, capsys
     from warpgrad import cli
     from warpgrad.methods.base import NoMetaLearning
 
-    monkeypatch.setattr(NoMetaLearning, "meta_step", lambda self, tasks, generator: {"meta_loss": float("nan")})
+    def diverging(self, tasks, generator, reduction=None):
+        return {"meta_loss": float("nan")}
+
+    monkeypatch.setattr(NoMetaLearning, "meta_step", diverging)
     argv = ["run", "sine", "--method", "baseline", "--profile", "smoke", "--out", str(tmp_path), "--no-progress"]
     code = cli.main(argv)
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,10 +1,19 @@
 """Experiment registry: every method builds from every profile; --set overrides; image runs resume exactly."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from warpgrad.engine import train
-from warpgrad.experiments import EXPERIMENTS, METHODS, StreamExperiment, build_method, get_experiment
+from warpgrad.experiments import (
+    EXPERIMENTS,
+    METHODS,
+    StreamExperiment,
+    build_method,
+    get_experiment,
+    register_experiment,
+)
 
 
 @pytest.mark.parametrize("experiment", list(EXPERIMENTS))
@@ -64,3 +73,49 @@ def test_image_experiment_tasks_come_from_disjoint_class_splits():
     }
     assert not classes["train"] & classes["val"] and not classes["train"] & classes["test"]
     assert not classes["val"] & classes["test"]
+
+
+USER_MODULE = """
+from dataclasses import replace
+
+from warpgrad.experiments import SINE
+
+MY_SINE = replace(SINE, name="my-sine", description="a user's sine experiment")
+NOT_AN_EXPERIMENT = 42
+"""
+
+
+def test_get_experiment_imports_package_module_name(tmp_path, monkeypatch):
+    (tmp_path / "user_experiments_fixture.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_experiments_fixture
+
+    exp = get_experiment("user_experiments_fixture:MY_SINE")
+    assert exp is user_experiments_fixture.MY_SINE and exp.name == "my-sine"
+    assert "my-sine" not in EXPERIMENTS  # naming it does not register it
+
+    with pytest.raises(ValueError, match="cannot import module 'no_such_module_xyz': No module named") as error:
+        get_experiment("no_such_module_xyz:EXP")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="has no attribute 'MISSING'; its experiments: MY_SINE, SINE") as error:
+        get_experiment("user_experiments_fixture:MISSING")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=r"NOT_AN_EXPERIMENT is not an Experiment \(type int\)") as error:
+        get_experiment("user_experiments_fixture:NOT_AN_EXPERIMENT")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="unknown experiment 'no-such-experiment'; allowed: sine, "):
+        get_experiment("no-such-experiment")
+
+
+def test_register_experiment_adds_a_users_experiment():
+    mine = replace(get_experiment("sine"), name="registered-sine")
+    try:
+        assert register_experiment(mine) is mine and get_experiment("registered-sine") is mine
+        assert list(EXPERIMENTS)[-1] == "registered-sine"
+        register_experiment(mine)  # the same object again: nothing to do
+        with pytest.raises(ValueError, match="'registered-sine' is already registered"):
+            register_experiment(replace(mine))
+        with pytest.raises(ValueError, match="'sine' is already registered"):
+            register_experiment(replace(mine, name="sine"))
+    finally:
+        EXPERIMENTS.pop("registered-sine", None)

@@ -209,8 +209,8 @@ def test_batched_banded_and_chunked_rendering_are_bit_identical(monkeypatch):
         batch = render_batch(strokes, [torch.Generator().manual_seed(s) for s in seeds], size)
         assert torch.equal(single, batch)
         # no band skipping of far segments, all images in one step: the same pixels
-        monkeypatch.setattr(kv, "_BAND", 1000)
-        monkeypatch.setattr(kv, "_CHUNK_ELEMENTS", 1 << 30)
+        monkeypatch.setattr(kv.raster, "_BAND", 1000)
+        monkeypatch.setattr(kv.raster, "_CHUNK_ELEMENTS", 1 << 30)
         whole = render_batch(strokes, [torch.Generator().manual_seed(s) for s in seeds], size)
         monkeypatch.undo()
         assert torch.equal(whole, batch)

@@ -211,7 +211,7 @@ def fashion(monkeypatch):
         assert dataset == "fashion-mnist"
         return arrays
 
-    monkeypatch.setattr(experiments, "_arrays", fake)
+    monkeypatch.setattr(experiments.streams, "_arrays", fake)  # where _stream_arrays looks it up
     return arrays
 
 

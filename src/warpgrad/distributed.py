@@ -1,10 +1,11 @@
 """Several processes share a meta-batch: ``torch.distributed`` as launched by ``torchrun``.
 
 The engine splits the tasks of every meta-batch (and of every evaluation) into contiguous
-shards, one per rank. Each rank runs the unchanged meta-learner on its shard; every meta-gradient
-the learner hands to its meta-optimiser passes through :func:`reduce_gradients`, which the engine
-points at a weighted all-reduce: rank r's shard mean times ``n_r / N``, summed over ranks, is the
-mean over the whole meta-batch. Every rank then takes the same optimiser step, so the
+shards, one per rank. Each rank runs the unchanged meta-learner on its shard and passes it the
+:class:`~warpgrad.core.shell.Reduction` of :meth:`Cluster.reduction` explicitly
+(``learner.meta_step(tasks, generator, reduction)``); every meta-gradient the learner's shell
+applies goes through its weighted all-reduce: rank r's shard mean times ``n_r / N``, summed over
+ranks, is the mean over the whole meta-batch. Every rank then takes the same optimiser step, so the
 meta-parameters stay identical on all ranks without being broadcast.
 
 This equals a one-process run exactly (up to floating-point summation order) for every method
@@ -33,54 +34,17 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from warpgrad.core.shell import LOCAL, Reduction
+
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")  # bf16: meta-steps under autocast (warpgrad.engine.loop)
-
-GradientReducer = Callable[[list[Tensor]], list[Tensor]]
-_reducer: GradientReducer | None = None
-_share: float = 1.0
-
-
-def reduce_gradients(grads: list[Tensor]) -> list[Tensor]:
-    """``grads`` as the meta-optimiser should see them: all-reduced inside a distributed
-    meta-step (see :func:`reducing_gradients`), unchanged otherwise."""
-    return list(grads) if _reducer is None else _reducer(list(grads))
-
-
-def local_share() -> float:
-    """This process's share of the current meta-batch (1.0 outside a distributed meta-step).
-
-    Methods that keep a budget per meta-batch rather than per task scale it by this share, so
-    that the ranks together spend what one process would (WarpGrad's replay buffer and warp
-    batch)."""
-    return _share
-
-
-def scaled_budget(budget: int) -> int:
-    """``budget`` times :func:`local_share`, rounded, at least 1."""
-    return max(1, round(budget * _share))
-
-
-@contextmanager
-def reducing_gradients(reducer: GradientReducer | None, share: float = 1.0) -> Iterator[None]:
-    """Route every :func:`reduce_gradients` call through ``reducer`` while the block runs, with
-    this process holding ``share`` of the meta-batch (:func:`local_share`)."""
-    global _reducer, _share
-    previous = _reducer, _share
-    _reducer, _share = reducer, share
-    try:
-        yield
-    finally:
-        _reducer, _share = previous
-
 
 def resolve_device(name: str) -> torch.device:
     """``cpu`` or ``cuda`` as a device; a clear error when CUDA is asked for and absent."""
@@ -153,16 +117,17 @@ class Cluster:
                              f"every process needs at least one task")
 
     # ------------------------------------------------------------------ collectives
-    def gradient_reducer(self, n_total: int) -> GradientReducer | None:
-        """The weighted all-reduce for a meta-batch of ``n_total`` tasks (``None``: one process)."""
+    def reduction(self, n_total: int) -> Reduction:
+        """This rank's :class:`Reduction` for a meta-batch of ``n_total`` tasks: the weighted
+        all-reduce of its shard's mean gradients, and its share of the meta-batch."""
         if not self.distributed:
-            return None
+            return LOCAL
         weight = len(self.shard(n_total)) / n_total
 
         def reduce(grads: list[Tensor]) -> list[Tensor]:
             return self._weighted_sum(grads, weight)
 
-        return reduce
+        return Reduction(reduce, weight)
 
     def _weighted_sum(self, tensors: list[Tensor], weight: float) -> list[Tensor]:
         out: list[Tensor | None] = [None] * len(tensors)
@@ -267,9 +232,5 @@ __all__ = [
     "PRECISIONS",
     "check_precision",
     "launched_by_torchrun",
-    "local_share",
-    "scaled_budget",
-    "reduce_gradients",
-    "reducing_gradients",
     "resolve_device",
 ]

@@ -6,19 +6,9 @@ seeding scheme and what a checkpoint holds.
 """
 
 from warpgrad.engine.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
-from warpgrad.engine.loop import (
-    CHECKPOINT_FILE,
-    METRICS_FILE,
-    PLOT_FILE,
-    TrainingInterrupted,
-    checkpoint_path,
-    default_out_dir,
-    initialize_checkpoint,
-    resolve_methods,
-    run,
-    train,
-)
+from warpgrad.engine.interrupt import TrainingInterrupted
 from warpgrad.engine.plots import plot_learning_curves
+from warpgrad.engine.resolve import resolve_methods
 from warpgrad.engine.results import (
     RESULTS_FILE,
     format_table,
@@ -27,6 +17,15 @@ from warpgrad.engine.results import (
     read_metrics_csv,
     write_metrics_csv,
     write_results,
+)
+from warpgrad.engine.runs import default_out_dir, run
+from warpgrad.engine.training import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    PLOT_FILE,
+    checkpoint_path,
+    initialize_checkpoint,
+    train,
 )
 
 __all__ = [

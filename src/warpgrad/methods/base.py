@@ -1,91 +1,84 @@
-"""What every meta-learner shares: the inner loop, adaptation, evaluation, checkpoint state.
+"""What every meta-learner shares: roles, adaptation, evaluation, the shell that applies updates.
 
-A meta-learner is a thin stateful shell around a model (whose parameters are the
-meta-parameters: θ₀ for task layers, φ for warp layers), a pure inner optimiser and a
-``torch.optim`` meta-optimiser. Its protocol:
+A meta-learner is a thin stateful shell around a model: its parameters split by the ``adapt``
+filter into those the inner loop adapts (θ, starting from θ₀) and the rest (warp layers φ, a
+frozen body, ...). It owns a pure inner optimiser and a :class:`~warpgrad.core.shell.MetaShell`
+(meta-parameters and their ``torch.optim`` meta-optimisers). Its protocol:
 
-* ``adapt(task, generator, steps=None) -> params``: the task-adapted parameter dict (task
-  parameters after ``steps`` inner steps from θ₀; warp parameters unchanged);
-* ``meta_step(tasks, generator) -> dict[str, float]``: one outer update;
-* ``evaluate(tasks, generator, steps=None) -> dict[str, Tensor]``: per-task post-adaptation
-  test loss and metric;
+* ``adapt(task, generator, steps=None) -> params``: the task-adapted parameter dict (the
+  adapted parameters after ``steps`` inner steps from θ₀; the others unchanged);
+* ``meta_gradients(tasks, generator, reduction) -> (grads per group, metrics)``: what a
+  meta-step would apply, without applying it;
+* ``meta_step(tasks, generator, reduction=LOCAL) -> metrics``: one outer update (the shell
+  applies the meta-gradients, reduced across processes by ``reduction``);
+* ``evaluate(tasks, generator, steps=None) -> dict[str, Tensor]``: per-task post-adaptation test
+  loss and metric, with the model in eval mode;
 * ``state_dict()`` / ``load_state_dict()``: everything needed to resume bit-exactly.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from warpgrad.distributed import reduce_gradients
-from warpgrad.functional import (
-    InnerOptimizer,
-    Params,
-    State,
-    combine,
-    detach,
-    functional_apply,
-    loss_and_grad,
-    partition,
+from warpgrad.core.optim import InnerOptimizer
+from warpgrad.core.params import Filter, combine, functional_apply, not_warp, partition
+from warpgrad.core.shell import (
+    LOCAL,
+    META_OPTIMIZERS,
+    MetaGradients,
+    MetaShell,
+    Reduction,
+    make_meta_optimizer,
+    step_along,
 )
-from warpgrad.tasks.base import Task
+from warpgrad.core.tree import Params
+from warpgrad.core.unroll import StepHook, unroll
+from warpgrad.methods.registry import register
+from warpgrad.tasks.base import Task, evaluation, objective
 
-META_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+__all__ = [
+    "MetaLearner",
+    "InitialisationLearner",
+    "NoMetaLearning",
+    "inner_loop",
+    "task_loss",
+    "check_no_running_statistics",
+    "META_OPTIMIZERS",
+    "make_meta_optimizer",
+    "step_along",
+]
 
-StepCallback = Callable[[int, Params, State, Tensor, Params], None]
+
+def task_loss(model: nn.Module, task: Task, frozen: Params):
+    """``(θ, batch) -> loss``: the task's objective of ``model`` with θ adapted and ``frozen`` fixed."""
+    score = objective(task)
+
+    def loss(theta: Params, batch: Any) -> Tensor:
+        params = combine(theta, frozen)
+        return score(lambda *inputs: functional_apply(model, params, *inputs), batch)
+
+    return loss
 
 
 def inner_loop(
     model: nn.Module,
     inner_optimizer: InnerOptimizer,
     theta0: Params,
-    phi: Params,
+    frozen: Params,
     task: Task,
     steps: int,
     generator: torch.Generator,
-    on_step: StepCallback | None = None,
-) -> tuple[Params, State]:
-    """Adapt task parameters for ``steps`` steps on ``task``'s training batches (no meta-graph).
-
-    Starts from a detached copy of ``theta0``; ``phi`` is held fixed. ``on_step(k, θ_k, s_k,
-    L_k, g_k)`` is called before the k-th update with the point, optimiser state, loss and
-    gradient (all detached). Returns the final parameters θ_K and optimiser state.
-    """
-    phi = {k: v.detach() for k, v in phi.items()}
-    theta = detach(theta0)
-    state = inner_optimizer.init(theta)
-    for k in range(steps):
-        loss, grads = loss_and_grad(model, task.loss, theta, phi, task.train_batch(generator))
-        theta = {n: v.detach() for n, v in theta.items()}
-        if on_step is not None:
-            on_step(k, theta, state, loss.detach(), grads)
-        with torch.no_grad():
-            theta, state = inner_optimizer.update(grads, state, theta)
-    return theta, state
-
-
-def make_meta_optimizer(name: str, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
-    """A ``torch.optim`` meta-optimiser by name (``sgd`` or ``adam``)."""
-    if name not in META_OPTIMIZERS:
-        raise ValueError(f"unknown meta_optimizer {name!r}; allowed: {', '.join(META_OPTIMIZERS)}")
-    if not params:
-        raise ValueError("the meta-optimiser has no parameters to learn")
-    return META_OPTIMIZERS[name](params, lr=lr)
-
-
-def apply_gradients(optimizer: torch.optim.Optimizer, params: list[Tensor], grads: list[Tensor]) -> None:
-    """Set ``.grad`` of ``params`` to ``grads`` and take one step of ``optimizer``.
-
-    In a distributed meta-step the gradients are first averaged over the ranks' shards of the
-    meta-batch (:func:`warpgrad.distributed.reduce_gradients`).
-    """
-    grads = reduce_gradients(grads)
-    for p, g in zip(params, grads, strict=True):
-        p.grad = g.detach().clone()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    on_step: StepHook | None = None,
+) -> tuple[Params, Any]:
+    """Adapt θ for ``steps`` steps on ``task``'s training batches (no meta-graph); ``frozen`` is
+    held fixed. ``on_step`` as in :func:`~warpgrad.core.unroll.unroll`. Returns (θ_K, state)."""
+    frozen = {k: v.detach() for k, v in frozen.items()}
+    batches = (task.train_batch(generator) for _ in range(steps))
+    return unroll(task_loss(model, task, frozen), theta0, inner_optimizer, batches, on_step=on_step)
 
 
 def check_no_running_statistics(model: nn.Module) -> None:
@@ -102,10 +95,26 @@ def check_no_running_statistics(model: nn.Module) -> None:
             )
 
 
-class MetaLearner:
-    """Base class: owns the model, the inner optimiser and the meta-optimiser.
+class eval_mode:
+    """Context: ``model.eval()`` inside, the previous train/eval flags of every submodule after."""
 
-    Subclasses implement :meth:`meta_step` (and extend ``state_dict`` if they keep more state).
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self) -> None:
+        self.flags = [m.training for m in self.model.modules()]
+        self.model.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        for m, flag in zip(self.model.modules(), self.flags):
+            m.training = flag
+
+
+class MetaLearner:
+    """Base class: the model, the adapt filter, the inner optimiser and the meta-shell.
+
+    Subclasses implement :meth:`meta_gradients` (and register their meta-parameter groups with
+    ``self.shell.add_group``); :meth:`meta_step` applies what it returns.
     """
 
     name = "base"
@@ -115,7 +124,8 @@ class MetaLearner:
         model: nn.Module,
         inner_optimizer: InnerOptimizer,
         inner_steps: int,
-        meta_optimizer: torch.optim.Optimizer | None = None,
+        *,
+        adapt: Filter = not_warp,
     ):
         if not isinstance(inner_steps, int) or inner_steps < 0:
             raise ValueError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
@@ -123,65 +133,82 @@ class MetaLearner:
         self.model = model
         self.inner_optimizer = inner_optimizer
         self.inner_steps = inner_steps
-        self.meta_optimizer = meta_optimizer
+        self.adapt_filter = adapt
+        self.shell = MetaShell(model)
 
     # ---------------------------------------------------------------- parameters
     def parameters_by_role(self) -> tuple[Params, Params]:
-        """``(θ₀, φ)``: the model's task and warp ``nn.Parameter`` s."""
-        return partition(self.model)
+        """``(θ₀, rest)``: the model's adapted parameters and the others (warps: φ)."""
+        return partition(self.model, self.adapt_filter)
 
     # ---------------------------------------------------------------- protocol
     def adapt(self, task: Task, generator: torch.Generator, steps: int | None = None) -> Params:
-        theta0, phi = self.parameters_by_role()
+        theta0, rest = self.parameters_by_role()
         theta, _ = inner_loop(
-            self.model, self.inner_optimizer, theta0, phi, task,
+            self.model, self.inner_optimizer, theta0, rest, task,
             self.inner_steps if steps is None else steps, generator,
         )
-        return combine(theta, {k: v.detach() for k, v in phi.items()})
+        return combine(theta, {k: v.detach() for k, v in rest.items()})
 
-    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
+    def meta_gradients(
+        self, tasks: list[Task], generator: torch.Generator, reduction: Reduction = LOCAL
+    ) -> MetaGradients:
+        """``{group: {name: meta-gradient}}`` of one meta-step (with its ``.metrics``), not yet
+        reduced across processes nor applied."""
         raise NotImplementedError
+
+    def meta_step(
+        self, tasks: list[Task], generator: torch.Generator, reduction: Reduction = LOCAL
+    ) -> dict[str, float]:
+        """One outer update: the meta-gradients of ``tasks``, reduced by ``reduction``, applied."""
+        if not tasks:
+            raise ValueError("meta_step needs at least one task")
+        grads = self.meta_gradients(tasks, generator, reduction)
+        for group, group_grads in grads.items():
+            self.shell.apply(group, group_grads, reduction)
+        return grads.metrics
 
     @torch.no_grad()
     def evaluate(
         self, tasks: list[Task], generator: torch.Generator, steps: int | None = None
     ) -> dict[str, Tensor]:
-        """Per-task test loss and metric after adaptation (tensors of shape ``[len(tasks)]``)."""
+        """Per-task test loss and metric after adaptation (tensors of shape ``[len(tasks)]``).
+
+        The model runs in eval mode (dropout off), here and during the adaptation it scores.
+        """
         if not tasks:
             raise ValueError("evaluate needs at least one task")
         losses, metrics = [], []
-        for task in tasks:
-            params = self.adapt(task, generator, steps)
-            x, y = task.test_batch()
-            prediction = functional_apply(self.model, params, x)
-            losses.append(task.loss(prediction, y).detach())
-            metrics.append(task.metric(prediction, y).detach())
+        with eval_mode(self.model):
+            for task in tasks:
+                params = self.adapt(task, generator, steps)
+                loss, metric = evaluation(task)(
+                    lambda *inputs, p=params: functional_apply(self.model, p, *inputs), task.test_batch()
+                )
+                losses.append(loss.detach())
+                metrics.append(metric.detach())
         return {"loss": torch.stack(losses), tasks[0].metric_name: torch.stack(metrics)}
 
     def to(self, device: torch.device | str) -> MetaLearner:
         """Move every meta-parameter to ``device`` in place (before the first meta-step)."""
-        self.model.to(device)
+        self.shell.to(device)
         return self
+
+    def meta_parameter_groups(self) -> Iterator[str]:
+        return iter(self.shell.groups)
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"model": self.model.state_dict()}
-        if self.meta_optimizer is not None:
-            state["meta_optimizer"] = self.meta_optimizer.state_dict()
-        return state
+        return self.shell.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        if self.meta_optimizer is not None:
-            self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        self.shell.load_state_dict(state)
 
 
 class InitialisationLearner(MetaLearner):
-    """A meta-learner whose only meta-parameters are θ₀, stepped along :meth:`meta_gradient`.
-
-    Subclasses implement ``meta_gradient(tasks, generator) -> (∇θ₀, metrics)``; warp layers in
-    the model, if any, are held fixed.
-    """
+    """A meta-learner whose only meta-parameters are θ₀ (group ``init``), stepped along
+    :meth:`meta_gradient`. Subclasses implement ``meta_gradient(tasks, generator) -> (∇θ₀,
+    metrics)``; the other parameters (warp layers), if any, are held fixed."""
 
     def __init__(
         self,
@@ -191,21 +218,20 @@ class InitialisationLearner(MetaLearner):
         *,
         meta_optimizer: str = "adam",
         meta_lr: float = 1e-3,
+        adapt: Filter = not_warp,
     ):
-        super().__init__(model, inner_optimizer, inner_steps)
+        super().__init__(model, inner_optimizer, inner_steps, adapt=adapt)
         theta0, _ = self.parameters_by_role()
-        self.meta_optimizer = make_meta_optimizer(meta_optimizer, list(theta0.values()), meta_lr)
+        self.shell.add_group("init", theta0, meta_optimizer, meta_lr)
 
     def meta_gradient(self, tasks: list[Task], generator: torch.Generator) -> tuple[Params, dict[str, float]]:
         raise NotImplementedError
 
-    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
-        if not tasks:
-            raise ValueError("meta_step needs at least one task")
+    def meta_gradients(
+        self, tasks: list[Task], generator: torch.Generator, reduction: Reduction = LOCAL
+    ) -> MetaGradients:
         grad, metrics = self.meta_gradient(tasks, generator)
-        theta0, _ = self.parameters_by_role()
-        apply_gradients(self.meta_optimizer, list(theta0.values()), [grad[k] for k in theta0])
-        return metrics
+        return MetaGradients({"init": grad}, metrics)
 
 
 class NoMetaLearning(MetaLearner):
@@ -216,5 +242,18 @@ class NoMetaLearning(MetaLearner):
 
     name = "baseline"
 
-    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
-        return {}
+    def meta_gradients(
+        self, tasks: list[Task], generator: torch.Generator, reduction: Reduction = LOCAL
+    ) -> MetaGradients:
+        return MetaGradients()
+
+
+@dataclass
+class BaselineConfig:
+    """The baseline has no options: the experiment's network and inner loop, no meta-learning."""
+
+
+register(
+    "baseline", NoMetaLearning, BaselineConfig,
+    "no meta-learning: the WarpGrad network (identity warps) adapted from its random init", uses_warps=True,
+)

@@ -8,11 +8,28 @@ optimiser, exactly as for every other method. Warp layers in the model, if any, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from warpgrad.functional import Params, combine, functional_apply
+from warpgrad.core.params import combine, functional_apply
+from warpgrad.core.tree import Params
 from warpgrad.methods.base import InitialisationLearner
-from warpgrad.tasks.base import Task
+from warpgrad.methods.registry import register
+from warpgrad.tasks.base import Task, objective
+
+
+@dataclass
+class FineTuneConfig:
+    """Fine-tuning's options.
+
+    Attributes:
+        meta_optimizer: ``adam`` or ``sgd`` for the joint pre-training.
+        meta_lr: its learning rate.
+    """
+
+    meta_optimizer: str = "adam"
+    meta_lr: float = 1e-3
 
 
 class FineTune(InitialisationLearner):
@@ -26,9 +43,14 @@ class FineTune(InitialisationLearner):
         phi = {k: v.detach() for k, v in phi.items()}
         with torch.enable_grad():
             losses = []
+            params = combine(theta0, phi)
             for task in tasks:
-                x, y = task.train_batch(generator)
-                losses.append(task.loss(functional_apply(self.model, combine(theta0, phi), x), y))
+                batch = task.train_batch(generator)
+                losses.append(objective(task)(lambda *inputs: functional_apply(self.model, params, *inputs), batch))
             loss = torch.stack(losses).mean()
             grads = torch.autograd.grad(loss, list(theta0.values()))
         return dict(zip(theta0, grads)), {"train_loss": float(loss.detach())}
+
+
+register("finetune", FineTune, FineTuneConfig,
+         "fine-tuning: joint pre-training on the meta-training tasks, then adaptation")

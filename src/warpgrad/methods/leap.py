@@ -25,11 +25,17 @@ References:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from warpgrad.functional import InnerOptimizer, Params, State, combine, functional_apply
-from warpgrad.methods.base import InitialisationLearner, StepCallback, inner_loop
+from warpgrad.core.optim import InnerOptimizer
+from warpgrad.core.tree import Params, State
+from warpgrad.core.unroll import StepHook
+from warpgrad.methods.base import InitialisationLearner, inner_loop, task_loss
+from warpgrad.methods.registry import register
 from warpgrad.tasks.base import Task
 
 
@@ -97,26 +103,45 @@ def run_trajectory(
     steps: int,
     generator: torch.Generator,
     path: LeapPath | None = None,
-    on_step: StepCallback | None = None,
+    on_step: StepHook | None = None,
 ) -> tuple[Params, float]:
     """Run a task's inner loop, feeding every point to ``path`` (if any) and ``on_step``.
 
     Returns θ_K and its training loss on one more training batch (the path's last point).
     """
 
-    def observe(k: int, theta: Params, state: State, loss: Tensor, grad: Params) -> None:
+    def observe(k: int, theta: Params, state: State, loss: Tensor, grad: Params, batch: Any) -> None:
         if path is not None:
             path.observe(theta, loss, grad)
         if on_step is not None:
-            on_step(k, theta, state, loss, grad)
+            on_step(k, theta, state, loss, grad, batch)
 
     theta_k, _ = inner_loop(model, inner_optimizer, theta0, phi, task, steps, generator, observe)
-    x, y = task.train_batch(generator)
+    batch = task.train_batch(generator)
     with torch.no_grad():
-        final_loss = task.loss(functional_apply(model, combine(theta_k, phi), x), y)
+        final_loss = task_loss(model, task, phi)(theta_k, batch)
     if path is not None:
         path.observe(theta_k, final_loss, None)
     return theta_k, float(final_loss)
+
+
+@dataclass
+class LeapConfig:
+    """Leap's options.
+
+    Attributes:
+        meta_optimizer: ``sgd`` or ``adam``.
+        meta_lr: the meta learning rate.
+        norm: divide each segment's gradient by its length (path length; Leap's default).
+        loss_term: keep the −ΔL·∇L term.
+        stabilizer: use −|ΔL| in place of ΔL.
+    """
+
+    meta_optimizer: str = "sgd"
+    meta_lr: float = 0.1
+    norm: bool = True
+    loss_term: bool = True
+    stabilizer: bool = True
 
 
 class Leap(InitialisationLearner):
@@ -161,3 +186,6 @@ class Leap(InitialisationLearner):
             "path_length": sum(p.length for p in paths) / len(tasks),
         }
         return grad, metrics
+
+
+register("leap", Leap, LeapConfig, "Leap: shorten the task training paths")

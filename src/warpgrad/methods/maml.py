@@ -11,11 +11,13 @@ updated by the same meta-gradient.
 
 Tasks are batched with ``torch.func.vmap`` (``batched=True``): every task's inner loop runs at
 once, the inner gradient via ``torch.func.grad``; a per-task loop gives the same result and is
-used when the tasks' batches differ in shape. Batch-norm layers must keep no running statistics
+used when the tasks' batches differ in shape or the model has modules vmap cannot batch (RNNs,
+dropout, torch norm layers; :mod:`warpgrad.core.batching`). Batch-norm layers must keep no running statistics
 (``track_running_stats=False``), as is standard in few-shot learning.
 
-Warp layers in the model are held fixed by MAML and Meta-SGD; T-Nets (:mod:`.tnets`) learns them
-through the same meta-gradient.
+Which parameters adapt is the ``adapt`` filter (default: all but warp layers); which are
+meta-learned is ``meta_filter`` (default: all but warp layers, so warps are held fixed). T-Nets
+(:mod:`.tnets`) meta-learns the warps too; ANIL (:mod:`.anil`) adapts only the head.
 
 References:
     Finn, Abbeel, Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks.
@@ -26,32 +28,31 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from warpgrad.functional import (
-    InnerOptimizer,
-    Params,
-    batching_allowed,
-    combine,
-    functional_apply,
-    partition,
-    per_parameter_sgd,
-)
-from warpgrad.methods.base import MetaLearner, apply_gradients, make_meta_optimizer
+from warpgrad.core.batching import batching_allowed
+from warpgrad.core.optim import InnerOptimizer, per_parameter_sgd
+from warpgrad.core.params import Filter, not_warp, partition
+from warpgrad.core.shell import LOCAL, MetaGradients, Reduction
+from warpgrad.core.tree import Params, same_shapes, tree_stack
+from warpgrad.core.unroll import unroll
+from warpgrad.methods.base import MetaLearner, task_loss
+from warpgrad.methods.registry import register
 from warpgrad.tasks.base import Task, loss_function
 
-Batch = tuple[Tensor, Tensor]
+Batch = Any
 
 
 def adapted_test_loss(
     model: nn.Module,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    task: Task,
     inner_optimizer: InnerOptimizer,
     theta0: Params,
-    phi: Params,
+    frozen: Params,
     support: list[Batch],
     query: Batch,
     first_order: bool = False,
@@ -59,20 +60,11 @@ def adapted_test_loss(
     """L^test(θ_K): K differentiable inner steps on ``support`` batches, then the query loss.
 
     Pure in its tensor arguments, so it runs under ``torch.func.vmap``; its result is
-    differentiable w.r.t. ``theta0``, ``phi`` and tensors captured by ``inner_optimizer``.
+    differentiable w.r.t. ``theta0``, ``frozen`` and tensors captured by ``inner_optimizer``.
     """
-    theta = dict(theta0)
-    state = inner_optimizer.init(theta)
-    for x, y in support:
-
-        def train_loss(th: Params, x: Tensor = x, y: Tensor = y) -> Tensor:
-            return loss_fn(functional_apply(model, combine(th, phi), x), y)
-
-        grads = torch.func.grad(train_loss)(theta)
-        if first_order:
-            grads = {k: v.detach() for k, v in grads.items()}
-        theta, state = inner_optimizer.update(grads, state, theta)
-    return loss_fn(functional_apply(model, combine(theta, phi), query[0]), query[1])
+    loss = task_loss(model, task, frozen)
+    theta, _ = unroll(loss, theta0, inner_optimizer, support, differentiable=True, first_order=first_order)
+    return loss(theta, query)
 
 
 def draw_support(tasks: list[Task], steps: int, generator: torch.Generator) -> list[list[Batch]]:
@@ -80,18 +72,11 @@ def draw_support(tasks: list[Task], steps: int, generator: torch.Generator) -> l
     return [[task.train_batch(generator) for _ in range(steps)] for task in tasks]
 
 
-def _same_shapes(batches: list[Any]) -> bool:
-    def shapes(b: Any) -> Any:
-        return tuple(shapes(x) for x in b) if isinstance(b, (list, tuple)) else tuple(b.shape)
-
-    return len({shapes(b) for b in batches}) == 1
-
-
 def mean_adapted_loss(
     model: nn.Module,
     inner_optimizer: InnerOptimizer,
     theta0: Params,
-    phi: Params,
+    frozen: Params,
     tasks: list[Task],
     steps: int,
     generator: torch.Generator,
@@ -101,22 +86,19 @@ def mean_adapted_loss(
     """Mean over ``tasks`` of :func:`adapted_test_loss` (vmapped when ``batched`` allows)."""
     support = draw_support(tasks, steps, generator)
     queries = [task.test_batch() for task in tasks]
-    loss_fn = tasks[0].loss
     same_family = len({loss_function(t) for t in tasks}) == 1
-    if batched and len(tasks) > 1 and same_family and _same_shapes(support) and _same_shapes(queries):
-        stacked_support = [
-            (torch.stack([s[k][0] for s in support]), torch.stack([s[k][1] for s in support])) for k in range(steps)
-        ]
-        stacked_query = (torch.stack([q[0] for q in queries]), torch.stack([q[1] for q in queries]))
+    if batched and len(tasks) > 1 and same_family and same_shapes(support) and same_shapes(queries):
+        stacked_support = [tree_stack([s[k] for s in support]) for k in range(steps)]
+        stacked_query = tree_stack(queries)
 
         def one(task_support: list[Batch], task_query: Batch) -> Tensor:
             return adapted_test_loss(
-                model, loss_fn, inner_optimizer, theta0, phi, task_support, task_query, first_order
+                model, tasks[0], inner_optimizer, theta0, frozen, task_support, task_query, first_order
             )
 
         return torch.func.vmap(one)(stacked_support, stacked_query).mean()
     losses = [
-        adapted_test_loss(model, task.loss, inner_optimizer, theta0, phi, s, q, first_order)
+        adapted_test_loss(model, task, inner_optimizer, theta0, frozen, s, q, first_order)
         for task, s, q in zip(tasks, support, queries)
     ]
     return torch.stack(losses).mean()
@@ -126,35 +108,61 @@ def maml_gradient(
     model: nn.Module,
     inner_optimizer: InnerOptimizer,
     theta0: Params,
-    phi: Params,
+    frozen: Params,
     tasks: list[Task],
     steps: int,
     generator: torch.Generator,
     first_order: bool = False,
     batched: bool = True,
 ) -> tuple[Params, float]:
-    """Mean over tasks of ∇_θ₀ L_τ^test(θ_K(θ₀)) with ``phi`` held fixed; and the mean loss."""
-    phi = {k: v.detach() for k, v in phi.items()}
+    """Mean over tasks of ∇_θ₀ L_τ^test(θ_K(θ₀)) with ``frozen`` held fixed; and the mean loss."""
+    frozen = {k: v.detach() for k, v in frozen.items()}
     with torch.enable_grad():
-        loss = mean_adapted_loss(model, inner_optimizer, theta0, phi, tasks, steps, generator, first_order, batched)
+        loss = mean_adapted_loss(model, inner_optimizer, theta0, frozen, tasks, steps, generator, first_order, batched)
         grads = torch.autograd.grad(loss, list(theta0.values()))
     return dict(zip(theta0, grads)), float(loss.detach())
+
+
+@dataclass
+class MAMLConfig:
+    """MAML's options.
+
+    Attributes:
+        first_order: drop the second-order terms (FOMAML).
+        meta_optimizer: ``adam`` or ``sgd``.
+        meta_lr: the meta learning rate.
+        batched: vmap over the tasks of a meta-batch when their batches have equal shapes and the
+            model allows it (else a per-task loop with the same result).
+    """
+
+    first_order: bool = False
+    meta_optimizer: str = "adam"
+    meta_lr: float = 1e-3
+    batched: bool = True
+
+
+@dataclass
+class FOMAMLConfig(MAMLConfig):
+    """First-order MAML's options (as MAML's, ``first_order`` on)."""
+
+    first_order: bool = True
 
 
 class MAML(MetaLearner):
     """MAML (``first_order=False``) and FOMAML (``first_order=True``).
 
     Args:
-        model: the task learner; its warp layers (if any) are held fixed.
+        model: the task learner.
         inner_optimizer: differentiable inner optimiser (SGD, momentum or Adam).
         inner_steps: K, the inner steps both in meta-training and in adaptation.
         first_order: drop second-order terms (FOMAML).
         meta_optimizer: ``adam`` or ``sgd``, with learning rate ``meta_lr``.
         batched: vmap over the tasks of a meta-batch when their batches have equal shapes.
+        adapt: which parameters the inner loop adapts (default: all but warp layers).
+        meta_filter: which parameters are meta-learned (default: all but warp layers).
     """
 
     name = "maml"
-    learns_warps = False
 
     def __init__(
         self,
@@ -166,36 +174,47 @@ class MAML(MetaLearner):
         meta_optimizer: str = "adam",
         meta_lr: float = 1e-3,
         batched: bool = True,
+        adapt: Filter = not_warp,
+        meta_filter: Filter = not_warp,
     ):
-        super().__init__(model, inner_optimizer, inner_steps)
+        super().__init__(model, inner_optimizer, inner_steps, adapt=adapt)
         self.first_order = first_order
+        self.meta_filter = meta_filter
         self.batched = batching_allowed(model, batched)
-        self.meta_optimizer = make_meta_optimizer(meta_optimizer, self.meta_parameters(), meta_lr)
+        self.shell.add_group("init", self.named_meta_parameters(), meta_optimizer, meta_lr)
+
+    def named_meta_parameters(self) -> Params:
+        """The tensors the meta-gradient is taken with respect to (θ₀, and what ``meta_filter`` adds)."""
+        theta0, rest = self.parameters_by_role()
+        learned = self.meta_filter(self.model)
+        return {**{k: v for k, v in theta0.items() if k in learned}, **{k: v for k, v in rest.items() if k in learned}}
 
     def meta_parameters(self) -> list[Tensor]:
-        """θ₀ (and φ for T-Nets): the tensors the meta-gradient is taken with respect to."""
-        theta0, phi = self.parameters_by_role()
-        return list(theta0.values()) + (list(phi.values()) if self.learns_warps else [])
+        return list(self.named_meta_parameters().values())
 
     def meta_loss(self, tasks: list[Task], generator: torch.Generator) -> Tensor:
         """Mean post-adaptation test loss over ``tasks``, differentiable w.r.t. the meta-parameters."""
-        theta0, phi = self.parameters_by_role()
-        if not self.learns_warps:
-            phi = {k: v.detach() for k, v in phi.items()}
+        theta0, rest = self.parameters_by_role()
+        learned = self.meta_filter(self.model)
+        rest = {k: v if k in learned else v.detach() for k, v in rest.items()}
         return mean_adapted_loss(
-            self.model, self.inner_optimizer, theta0, phi, tasks, self.inner_steps, generator,
+            self.model, self.inner_optimizer, theta0, rest, tasks, self.inner_steps, generator,
             self.first_order, self.batched,
         )
 
-    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
-        if not tasks:
-            raise ValueError("meta_step needs at least one task")
-        params = self.meta_parameters()
+    def meta_gradients(
+        self, tasks: list[Task], generator: torch.Generator, reduction: Reduction = LOCAL
+    ) -> MetaGradients:
+        params = self.named_meta_parameters()
         with torch.enable_grad():
             loss = self.meta_loss(tasks, generator)
-            grads = torch.autograd.grad(loss, params)
-        apply_gradients(self.meta_optimizer, params, list(grads))
-        return {"meta_loss": float(loss.detach())}
+            grads = torch.autograd.grad(loss, list(params.values()))
+        return MetaGradients({"init": dict(zip(params, grads))}, {"meta_loss": float(loss.detach())})
+
+
+@dataclass
+class MetaSGDConfig(MAMLConfig):
+    """Meta-SGD's options (as MAML's; the learning rates start at the experiment's ``inner_lr``)."""
 
 
 class MetaSGD(MAML):
@@ -208,29 +227,35 @@ class MetaSGD(MAML):
     name = "metasgd"
 
     def __init__(self, model: nn.Module, inner_steps: int, *, inner_lr: float = 0.01, **kwargs: Any):
-        theta0, _ = partition(model)
-        self.lr_names = list(theta0)
-        self.learning_rates = [nn.Parameter(torch.full_like(p.detach(), inner_lr)) for p in theta0.values()]
-        inner = per_parameter_sgd(dict(zip(self.lr_names, self.learning_rates)))
-        super().__init__(model, inner, inner_steps, **kwargs)
+        theta0, _ = partition(model, kwargs.get("adapt", not_warp))
+        lrs = {name: nn.Parameter(torch.full_like(p.detach(), inner_lr)) for name, p in theta0.items()}
+        self.named_learning_rates = {f"lr:{name}": lr for name, lr in lrs.items()}
+        super().__init__(model, per_parameter_sgd(lrs), inner_steps, **kwargs)
+        for name, lr in lrs.items():  # one module holds every meta-parameter (and its checkpoint)
+            self.shell.extra[name.replace(".", "/")] = lr
 
-    def meta_parameters(self) -> list[Tensor]:
-        return super().meta_parameters() + list(self.learning_rates)
+    @property
+    def lr_names(self) -> list[str]:
+        """The adapted parameters' names, in the order of :attr:`learning_rates`."""
+        return [name.removeprefix("lr:") for name in self.named_learning_rates]
 
-    def to(self, device: torch.device | str) -> MetaSGD:
-        super().to(device)
-        for lr in self.learning_rates:  # in place: the inner optimiser and meta-optimiser hold these
-            lr.data = lr.data.to(device)
-        return self
+    @property
+    def learning_rates(self) -> list[Tensor]:
+        return list(self.named_learning_rates.values())
 
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["learning_rates"] = [lr.detach().clone() for lr in self.learning_rates]
-        return state
+    def named_meta_parameters(self) -> Params:
+        return {**super().named_meta_parameters(), **self.named_learning_rates}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        with torch.no_grad():
-            for lr, saved in zip(self.learning_rates, state["learning_rates"], strict=True):
-                lr.copy_(saved)
 
+def _inner_lr_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {"inner_lr": options["inner_lr"]}
+
+
+register("maml", MAML, MAMLConfig, "MAML: second-order meta-gradient through the inner loop")
+register("fomaml", MAML, FOMAMLConfig, "first-order MAML")
+register(
+    "metasgd", MetaSGD, MetaSGDConfig, "Meta-SGD: MAML with a learned learning rate per parameter",
+    inner_optimizer=False, experiment_options=_inner_lr_options,
+)
+
+__all__ = ["MAML", "MetaSGD", "MAMLConfig", "FOMAMLConfig", "MetaSGDConfig", "maml_gradient", "adapted_test_loss"]

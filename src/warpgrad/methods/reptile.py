@@ -11,13 +11,30 @@ References:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from warpgrad.functional import InnerOptimizer, Params
+from warpgrad.core.optim import InnerOptimizer
+from warpgrad.core.tree import Params
 from warpgrad.methods.base import InitialisationLearner
 from warpgrad.methods.leap import run_trajectory
+from warpgrad.methods.registry import register
 from warpgrad.tasks.base import Task
+
+
+@dataclass
+class ReptileConfig:
+    """Reptile's options.
+
+    Attributes:
+        meta_optimizer: ``sgd`` (the paper's update with ``meta_lr`` = ε) or ``adam``.
+        meta_lr: the meta learning rate ε.
+    """
+
+    meta_optimizer: str = "sgd"
+    meta_lr: float = 1.0
 
 
 class Reptile(InitialisationLearner):
@@ -50,3 +67,6 @@ class Reptile(InitialisationLearner):
             losses.append(final)
         grad = {k: theta0[k].detach() - total[k] / len(tasks) for k in theta0}
         return grad, {"task_loss": sum(losses) / len(losses)}
+
+
+register("reptile", Reptile, ReptileConfig, "Reptile: move θ₀ towards the adapted parameters")

@@ -15,22 +15,31 @@ References:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from warpgrad.functional import InnerOptimizer, partition
-from warpgrad.methods.maml import MAML
+from warpgrad.core.optim import InnerOptimizer
+from warpgrad.core.params import everything, warp_only
+from warpgrad.methods.maml import MAML, MAMLConfig
+from warpgrad.methods.registry import register
+
+
+@dataclass
+class TNetsConfig(MAMLConfig):
+    """T-Nets' options (as MAML's)."""
 
 
 class TNets(MAML):
     """MAML whose meta-parameters are θ₀ and the (linear) warp layers' parameters."""
 
     name = "tnets"
-    learns_warps = True
 
     def __init__(self, model: nn.Module, inner_optimizer: InnerOptimizer, inner_steps: int, **kwargs: Any):
-        _, phi = partition(model)
-        if not phi:
+        if not warp_only(model):
             raise ValueError("TNets needs a model with warpgrad.Warp transformation layers; found none")
-        super().__init__(model, inner_optimizer, inner_steps, **kwargs)
+        super().__init__(model, inner_optimizer, inner_steps, meta_filter=everything, **kwargs)
+
+
+register("tnets", TNets, TNetsConfig, "T-Nets: linear warp layers and θ₀ learned by second-order MAML", uses_warps=True)

@@ -22,12 +22,12 @@ held-out batch (``"test"``).
 
 Algorithms (``algorithm=``):
 
-* ``offline`` (Algorithm 2): for a meta-batch of tasks, run K inner steps each and offer every
-  visited point (θ_k with its optimiser state) to a bounded reservoir-sampled replay buffer
-  (memory independent of K); then take ``warp_updates`` meta-steps on φ, each on the mean
-  objective over ``warp_batch`` points drawn from the buffer.
-* ``online`` (Algorithm 1): accumulate ∇_φ of the objective at every point as the trajectories
-  are run (O(1) memory in K) and take one meta-step on φ with the mean.
+* ``offline`` (Algorithm 2, :func:`algorithm_2_offline`): for a meta-batch of tasks, run K inner
+  steps each and offer every visited point (θ_k with its optimiser state) to a bounded
+  reservoir-sampled replay buffer (memory independent of K); then take ``warp_updates``
+  meta-steps on φ, each on the mean objective over ``warp_batch`` points drawn from the buffer.
+* ``online`` (Algorithm 1, :func:`algorithm_1_online`): accumulate ∇_φ of the objective at every
+  point as the trajectories are run (O(1) memory in K) and take one meta-step on φ with the mean.
 
 Initialisation (``init=``), combined as J = L(φ) + λ C(θ₀) with λ = ``init_weight``:
 
@@ -58,18 +58,15 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from warpgrad.distributed import scaled_budget
-from warpgrad.functional import (
-    InnerOptimizer,
-    Params,
-    State,
-    batching_allowed,
-    combine,
-    functional_apply,
-)
-from warpgrad.methods.base import META_OPTIMIZERS, MetaLearner, apply_gradients, make_meta_optimizer
+from warpgrad.core.batching import batching_allowed
+from warpgrad.core.optim import InnerOptimizer
+from warpgrad.core.replay import ReservoirBuffer, TrajectoryPoint
+from warpgrad.core.shell import LOCAL, META_OPTIMIZERS, MetaGradients, Reduction
+from warpgrad.core.tree import Params, State, tree_stack
+from warpgrad.methods.base import MetaLearner, task_loss
 from warpgrad.methods.leap import LeapPath, run_trajectory
 from warpgrad.methods.maml import maml_gradient
+from warpgrad.methods.registry import register
 from warpgrad.tasks.base import Task, loss_function
 
 OBJECTIVES = ("exact", "first_order", "approx")
@@ -77,12 +74,13 @@ ALGORITHMS = ("offline", "online")
 INITS = ("none", "leap", "maml")
 META_LOSS_DATA = ("train", "test")
 
-Batch = tuple[Tensor, Tensor]
+Batch = Any
+Apply = Callable[[str, list[Tensor]], None]
 
 
 def warp_objective(
     model: nn.Module,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    task: Any,
     inner_optimizer: InnerOptimizer,
     theta: Params,
     state: State,
@@ -93,58 +91,96 @@ def warp_objective(
 ) -> Tensor:
     """WarpGrad's meta-loss at one trajectory point θ (with inner-optimiser state ``state``).
 
+    ``task`` is a task (its objective scores the model) or a loss ``(prediction, target)``.
     Differentiate the result w.r.t. ``phi`` for the point's meta-gradient. ``theta`` and
     ``state`` are constants. Works on plain tensors and under ``torch.func.vmap``.
     """
+    loss = task_loss(model, _as_task(task), phi)
     theta = {k: v.detach() for k, v in theta.items()}
     if objective == "approx":
         stepped = theta
     else:
-
-        def inner_loss(th: Params) -> Tensor:
-            return loss_fn(functional_apply(model, combine(th, phi), inner_batch[0]), inner_batch[1])
-
-        grads = torch.func.grad(inner_loss)(theta)
+        grads = torch.func.grad(lambda th: loss(th, inner_batch))(theta)
         if objective == "first_order":
             grads = {k: v.detach() for k, v in grads.items()}
         stepped, _ = inner_optimizer.update(grads, state, theta)
-    return loss_fn(functional_apply(model, combine(stepped, phi), meta_batch[0]), meta_batch[1])
+    return loss(stepped, meta_batch)
 
 
-@dataclass
-class TrajectoryPoint:
-    task: int
-    theta: Params
-    state: State
+class _LossTask:
+    def __init__(self, loss: Callable[[Tensor, Tensor], Tensor]):
+        self.loss = loss
 
 
-class ReservoirBuffer:
-    """A bounded replay buffer: every offered item is kept with equal probability (reservoir)."""
+def _as_task(task: Any) -> Any:
+    return task if hasattr(task, "train_batch") or hasattr(task, "objective") else _LossTask(task)
 
-    def __init__(self, capacity: int):
-        if capacity < 1:
-            raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
-        self.items: list[Any] = []
-        self.offered = 0
 
-    def add(self, item: Any, generator: torch.Generator) -> None:
-        if len(self.items) < self.capacity:
-            self.items.append(item)
-        else:
-            j = int(torch.randint(self.offered + 1, (), generator=generator))
-            if j < self.capacity:
-                self.items[j] = item
-        self.offered += 1
+# ---------------------------------------------------------------------------------- algorithms
 
-    def sample(self, n: int, generator: torch.Generator) -> list[Any]:
-        """``min(n, len)`` distinct items chosen uniformly at random, in buffer order (so that
-        taking every item gives the same list however the buffer was filled)."""
-        chosen = torch.randperm(len(self.items), generator=generator)[:n].sort().values
-        return [self.items[int(i)] for i in chosen]
 
-    def __len__(self) -> int:
-        return len(self.items)
+def algorithm_2_offline(
+    learner: WarpGrad, tasks: list[Task], generator: torch.Generator, reduction: Reduction, apply: Apply,
+    warp_updates: int,
+) -> dict[str, float]:
+    """Algorithm 2 (offline meta-training of warps), one meta-batch:
+
+    1. for every task τ: run K inner steps from θ₀; offer each visited point (θ_k, s_k) to the
+       replay buffer (and to τ's Leap path for Warp-Leap);
+    2. compute the initialisation's meta-gradient (Warp-Leap's path gradient or Warp-MAML's);
+    3. ``warp_updates`` times: draw ``warp_batch`` points; step φ along ∇φ of the mean objective;
+    4. step θ₀ along λ × its meta-gradient.
+    """
+    buffer = ReservoirBuffer(reduction.budget(learner.buffer_size))  # this process's share of it
+
+    def offer(i: int, theta: Params, state: State) -> None:
+        buffer.add(TrajectoryPoint(i, theta, state), generator)
+
+    metrics, paths = learner.run_trajectories(tasks, generator, offer)
+    init_grad = learner.init_gradient(tasks, paths, generator, metrics)
+    warp_losses = []
+    for _ in range(warp_updates):
+        points = buffer.sample(reduction.budget(learner.warp_batch) if learner.warp_batch else len(buffer), generator)
+        loss, grads = learner.warp_gradient(points, tasks, generator)
+        apply("warp", grads)
+        warp_losses.append(loss)
+    metrics["warp_loss"] = sum(warp_losses) / len(warp_losses)
+    if init_grad is not None:
+        apply("init", init_grad)
+    return metrics
+
+
+def algorithm_1_online(
+    learner: WarpGrad, tasks: list[Task], generator: torch.Generator, reduction: Reduction, apply: Apply
+) -> dict[str, float]:
+    """Algorithm 1 (online meta-training of warps), one meta-batch:
+
+    1. for every task τ and inner step k: accumulate ∇φ of the objective at θ_k, then take the
+       inner step (and extend τ's Leap path);
+    2. step φ along the mean accumulated gradient;
+    3. step θ₀ along λ × its meta-gradient.
+    """
+    _, phi = learner.parameters_by_role()
+    total = [torch.zeros_like(p) for p in phi.values()]
+    losses: list[float] = []
+
+    def accumulate(i: int, theta: Params, state: State) -> None:
+        loss, grads = learner.warp_gradient([TrajectoryPoint(i, theta, state)], tasks, generator)
+        for acc, g in zip(total, grads):
+            acc += g
+        losses.append(loss)
+
+    metrics, paths = learner.run_trajectories(tasks, generator, accumulate)
+    init_grad = learner.init_gradient(tasks, paths, generator, metrics)
+    if losses:
+        apply("warp", [g / len(losses) for g in total])
+        metrics["warp_loss"] = sum(losses) / len(losses)
+    if init_grad is not None:
+        apply("init", init_grad)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------- the learner
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...] | dict[str, Any]) -> None:
@@ -152,40 +188,61 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...] | dict[str, Any]) ->
         raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
 
 
+@dataclass
+class WarpGradConfig:
+    """WarpGrad's options (the module docstring says what each computes).
+
+    Attributes:
+        objective: ``exact``, ``first_order`` or ``approx``.
+        algorithm: ``offline`` (Algorithm 2) or ``online`` (Algorithm 1).
+        init: ``none``, ``leap`` (Warp-Leap) or ``maml`` (Warp-MAML).
+        init_weight: λ, the weight of the initialisation's meta-gradient.
+        meta_optimizer: ``sgd`` or ``adam``, for φ and θ₀.
+        warp_lr: φ's meta learning rate.
+        init_lr: θ₀'s meta learning rate.
+        buffer_size: the replay buffer's capacity (offline).
+        warp_batch: trajectory points per warp update (``None``: every buffered point).
+        warp_updates: warp updates per meta-step (offline).
+        meta_loss_data: each point's meta batch: a fresh ``train`` batch or the task's ``test`` batch.
+        maml_steps: Warp-MAML's inner steps (``None``: the experiment's inner steps).
+        leap_norm, leap_loss_term, leap_stabilizer: Warp-Leap's path options (see Leap).
+        batched: vmap over trajectory points when their batches have equal shapes.
+    """
+
+    objective: str = "exact"
+    algorithm: str = "offline"
+    init: str = "leap"
+    init_weight: float = 1.0
+    meta_optimizer: str = "sgd"
+    warp_lr: float = 0.1
+    init_lr: float = 0.1
+    buffer_size: int = 256
+    warp_batch: int | None = None
+    warp_updates: int = 1
+    meta_loss_data: str = "train"
+    maml_steps: int | None = None
+    leap_norm: bool = True
+    leap_loss_term: bool = True
+    leap_stabilizer: bool = True
+    batched: bool = True
+
+
 class WarpGrad(MetaLearner):
     """The WarpGrad meta-learner (see the module docstring for what each option computes)."""
 
     name = "warpgrad"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        inner_optimizer: InnerOptimizer,
-        inner_steps: int,
-        *,
-        objective: str = "exact",
-        algorithm: str = "offline",
-        init: str = "leap",
-        init_weight: float = 1.0,
-        meta_optimizer: str = "sgd",
-        warp_lr: float = 0.1,
-        init_lr: float = 0.1,
-        buffer_size: int = 256,
-        warp_batch: int | None = None,
-        warp_updates: int = 1,
-        meta_loss_data: str = "train",
-        maml_steps: int | None = None,
-        leap_norm: bool = True,
-        leap_loss_term: bool = True,
-        leap_stabilizer: bool = True,
-        batched: bool = True,
-    ):
+    def __init__(self, model: nn.Module, inner_optimizer: InnerOptimizer, inner_steps: int, **options: Any):
+        """``options``: the fields of :class:`WarpGradConfig` (the defaults for the others)."""
+        c = WarpGradConfig(**options)
+        objective, algorithm, init, meta_optimizer = c.objective, c.algorithm, c.init, c.meta_optimizer
+        buffer_size, warp_batch, warp_updates = c.buffer_size, c.warp_batch, c.warp_updates
         super().__init__(model, inner_optimizer, inner_steps)
         _choice("objective", objective, OBJECTIVES)
         _choice("algorithm", algorithm, ALGORITHMS)
         _choice("init", init, INITS)
         _choice("meta_optimizer", meta_optimizer, META_OPTIMIZERS)
-        _choice("meta_loss_data", meta_loss_data, META_LOSS_DATA)
+        _choice("meta_loss_data", c.meta_loss_data, META_LOSS_DATA)
         for label, value in (("buffer_size", buffer_size), ("warp_updates", warp_updates)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
@@ -194,23 +251,54 @@ class WarpGrad(MetaLearner):
         theta0, phi = self.parameters_by_role()
         if not phi:
             raise ValueError("WarpGrad needs a model with at least one warpgrad.Warp layer; found none")
-        self.objective = objective
-        self.algorithm = algorithm
-        self.init = init
-        self.init_weight = init_weight
-        self.buffer_size = buffer_size
-        self.warp_batch = warp_batch
-        self.warp_updates = warp_updates
-        self.meta_loss_data = meta_loss_data
-        self.maml_steps = inner_steps if maml_steps is None else maml_steps
-        self.leap_options = {"norm": leap_norm, "loss_term": leap_loss_term, "stabilizer": leap_stabilizer}
-        self.batched = batching_allowed(model, batched)
-        self.warp_optimizer = make_meta_optimizer(meta_optimizer, list(phi.values()), warp_lr)
-        self.init_optimizer = (
-            make_meta_optimizer(meta_optimizer, list(theta0.values()), init_lr) if init != "none" else None
-        )
+        self.config = c
+        self.objective, self.algorithm, self.init, self.init_weight = objective, algorithm, init, c.init_weight
+        self.buffer_size, self.warp_batch, self.warp_updates = buffer_size, warp_batch, warp_updates
+        self.meta_loss_data = c.meta_loss_data
+        self.maml_steps = inner_steps if c.maml_steps is None else c.maml_steps
+        self.leap_options = {"norm": c.leap_norm, "loss_term": c.leap_loss_term, "stabilizer": c.leap_stabilizer}
+        self.batched = batching_allowed(model, c.batched)
+        self.shell.add_group("warp", phi, meta_optimizer, c.warp_lr)
+        if init != "none":
+            self.shell.add_group("init", theta0, meta_optimizer, c.init_lr)
 
-    # ------------------------------------------------------------------ meta-objective
+    # ------------------------------------------------------------------ pieces of the algorithms
+    def run_trajectories(
+        self, tasks: list[Task], generator: torch.Generator, visit: Callable[[int, Params, State], None]
+    ) -> tuple[dict[str, float], list[LeapPath]]:
+        """K inner steps on every task from θ₀, calling ``visit(task index, θ_k, s_k)`` at each
+        point; returns the mean final task loss and the tasks' Leap paths (Warp-Leap)."""
+        theta0, phi = self.parameters_by_role()
+        paths: list[LeapPath] = []
+        final_losses = []
+        for i, task in enumerate(tasks):
+            path = LeapPath(**self.leap_options) if self.init == "leap" else None
+            _, final_loss = run_trajectory(
+                self.model, self.inner_optimizer, theta0, phi, task, self.inner_steps, generator, path,
+                lambda k, theta, state, loss, grad, batch, i=i: visit(i, theta, state),
+            )
+            final_losses.append(final_loss)
+            if path is not None:
+                paths.append(path)
+        return {"task_loss": sum(final_losses) / len(final_losses)}, paths
+
+    def init_gradient(
+        self, tasks: list[Task], paths: list[LeapPath], generator: torch.Generator, metrics: dict[str, float]
+    ) -> list[Tensor] | None:
+        """λ × the initialisation's meta-gradient (``None`` when there is nothing to step)."""
+        theta0, phi = self.parameters_by_role()
+        grad: Params | None = None
+        if self.init == "leap":
+            grads = [p.gradient for p in paths if p.gradient is not None]
+            metrics["path_length"] = sum(p.length for p in paths) / len(paths)
+            if grads:
+                grad = {k: sum(g[k] for g in grads) / len(paths) for k in theta0}
+        elif self.init == "maml":
+            grad, metrics["maml_loss"] = maml_gradient(
+                self.model, self.inner_optimizer, theta0, phi, tasks, self.maml_steps, generator, batched=self.batched
+            )
+        return None if grad is None else [self.init_weight * grad[k] for k in theta0]
+
     def _point_batches(self, points: list[TrajectoryPoint], tasks: list[Task], generator: torch.Generator):
         batches = []
         for p in points:
@@ -229,166 +317,83 @@ class WarpGrad(MetaLearner):
         _, phi = self.parameters_by_role()
         batches = self._point_batches(points, tasks, generator)
         loss_fns = {loss_function(tasks[p.task]) for p in points}
-        shapes = {tuple(t.shape for b in pair for t in b) for pair in batches}
+        shapes = {_shapes(b) for b in batches}
         if self.batched and len(points) > 1 and len(shapes) == 1 and len(loss_fns) == 1:
-            return self._warp_loss_vmap(points, tasks[points[0].task].loss, batches, phi)
+            task = tasks[points[0].task]
+            theta = tree_stack([p.theta for p in points])
+            state = tree_stack([p.state for p in points])
+
+            def one(theta: Params, state: State, inner: Batch, meta: Batch) -> Tensor:
+                return warp_objective(self.model, task, self.inner_optimizer, theta, state, phi, inner, meta,
+                                      self.objective)
+
+            stacked = tree_stack(batches)
+            return torch.func.vmap(one)(theta, state, stacked[0], stacked[1]).mean()
         losses = [
-            warp_objective(
-                self.model, tasks[p.task].loss, self.inner_optimizer, p.theta, p.state, phi,
-                inner, meta, self.objective,
-            )
+            warp_objective(self.model, tasks[p.task], self.inner_optimizer, p.theta, p.state, phi, inner, meta,
+                           self.objective)
             for p, (inner, meta) in zip(points, batches)
         ]
         return torch.stack(losses).mean()
 
-    def _warp_loss_vmap(self, points, loss_fn, batches, phi) -> Tensor:
-        theta = {k: torch.stack([p.theta[k] for p in points]) for k in points[0].theta}
-        state = _stack_states([p.state for p in points])
-        x1, y1, x2, y2 = (torch.stack([pair[i][j] for pair in batches]) for i in (0, 1) for j in (0, 1))
-
-        def one(theta, state, x1, y1, x2, y2):
-            return warp_objective(
-                self.model, loss_fn, self.inner_optimizer, theta, state, phi, (x1, y1), (x2, y2), self.objective
-            )
-
-        return torch.func.vmap(one)(theta, state, x1, y1, x2, y2).mean()
+    def warp_gradient(
+        self, points: list[TrajectoryPoint], tasks: list[Task], generator: torch.Generator
+    ) -> tuple[float, list[Tensor]]:
+        """The mean warp objective over ``points`` and its gradient w.r.t. φ."""
+        _, phi = self.parameters_by_role()
+        with torch.enable_grad():
+            loss = self.warp_loss(points, tasks, generator)
+            grads = torch.autograd.grad(loss, list(phi.values()))
+        return float(loss.detach()), list(grads)
 
     # ------------------------------------------------------------------ meta-step
-    def meta_step(self, tasks: list[Task], generator: torch.Generator) -> dict[str, float]:
-        return self._meta_step(tasks, generator, self._apply, self.warp_updates)
-
-    def meta_gradients(self, tasks: list[Task], generator: torch.Generator) -> dict[str, Params]:
-        """The meta-gradients of one meta-step (one warp update) without applying them.
-
-        Returns ``{"warp": ∇φ, "init": ∇θ₀}`` (the latter only when ``init`` is not ``none``),
-        exactly as :meth:`meta_step` would hand them to the meta-optimisers.
-        """
-        theta0, phi = self.parameters_by_role()
-        captured: dict[str, Params] = {}
-
-        def capture(role: str, grads: list[Tensor]) -> None:
-            names = list(phi) if role == "warp" else list(theta0)
-            captured[role] = {n: g.detach().clone() for n, g in zip(names, grads)}
-
-        self._meta_step(tasks, generator, capture, warp_updates=1)
-        return captured
-
-    def _meta_step(
-        self,
-        tasks: list[Task],
-        generator: torch.Generator,
-        apply: Callable[[str, list[Tensor]], None],
-        warp_updates: int,
+    def meta_step(
+        self, tasks: list[Task], generator: torch.Generator, reduction: Reduction = LOCAL
     ) -> dict[str, float]:
         if not tasks:
             raise ValueError("meta_step needs at least one task")
-        theta0, phi = self.parameters_by_role()
-        phi_list = list(phi.values())
-        buffer = ReservoirBuffer(scaled_budget(self.buffer_size))  # this process's share of it
-        online_sum = [torch.zeros_like(p) for p in phi_list]
-        online_loss, online_count = 0.0, 0
-        paths: list[LeapPath] = []
-        final_losses = []
 
-        for i, task in enumerate(tasks):
-            path = LeapPath(**self.leap_options) if self.init == "leap" else None
+        def apply(group: str, grads: list[Tensor]) -> None:
+            self.shell.apply(group, grads, reduction)
 
-            def on_step(k: int, theta: Params, state: State, loss: Tensor, grad: Params) -> None:
-                nonlocal online_loss, online_count
-                point = TrajectoryPoint(i, theta, state)
-                if self.algorithm == "offline":
-                    buffer.add(point, generator)
-                else:
-                    with torch.enable_grad():
-                        loss_k = self.warp_loss([point], tasks, generator)
-                        grads = torch.autograd.grad(loss_k, phi_list)
-                    for acc, g in zip(online_sum, grads):
-                        acc += g
-                    online_loss += float(loss_k.detach())
-                    online_count += 1
+        return self._run_algorithm(tasks, generator, reduction, apply, self.warp_updates)
 
-            _, final_loss = run_trajectory(
-                self.model, self.inner_optimizer, theta0, phi, task, self.inner_steps, generator, path, on_step
-            )
-            final_losses.append(final_loss)
-            if path is not None:
-                paths.append(path)
+    def meta_gradients(
+        self, tasks: list[Task], generator: torch.Generator, reduction: Reduction = LOCAL
+    ) -> MetaGradients:
+        """The meta-gradients of one meta-step (one warp update) without applying them:
+        ``{"warp": ∇φ, "init": λ∇θ₀}`` (the latter only when ``init`` is not ``none``)."""
+        if not tasks:
+            raise ValueError("meta_step needs at least one task")
+        captured = MetaGradients()
 
-        metrics: dict[str, float] = {"task_loss": sum(final_losses) / len(final_losses)}
-        init_grad = self._init_gradient(tasks, paths, theta0, phi, generator, metrics)
+        def capture(group: str, grads: list[Tensor]) -> None:
+            names = list(self.shell.parameters(group))
+            captured[group] = {n: g.detach().clone() for n, g in zip(names, grads)}
 
+        captured.metrics = self._run_algorithm(tasks, generator, reduction, capture, warp_updates=1)
+        return captured
+
+    def _run_algorithm(self, tasks, generator, reduction, apply: Apply, warp_updates: int) -> dict[str, float]:
         if self.algorithm == "offline":
-            warp_losses = []
-            for _ in range(warp_updates):
-                points = buffer.sample(scaled_budget(self.warp_batch) if self.warp_batch else len(buffer), generator)
-                with torch.enable_grad():
-                    loss = self.warp_loss(points, tasks, generator)
-                    grads = torch.autograd.grad(loss, phi_list)
-                apply("warp", list(grads))
-                warp_losses.append(float(loss.detach()))
-            metrics["warp_loss"] = sum(warp_losses) / len(warp_losses)
-        elif online_count:
-            apply("warp", [g / online_count for g in online_sum])
-            metrics["warp_loss"] = online_loss / online_count
-
-        if init_grad is not None:
-            apply("init", [self.init_weight * init_grad[k] for k in theta0])
-        return metrics
-
-    def _init_gradient(self, tasks, paths, theta0, phi, generator, metrics) -> Params | None:
-        if self.init == "leap":
-            grads = [p.gradient for p in paths if p.gradient is not None]
-            metrics["path_length"] = sum(p.length for p in paths) / len(paths)
-            if not grads:
-                return None
-            return {k: sum(g[k] for g in grads) / len(paths) for k in theta0}
-        if self.init == "maml":
-            grad, loss = maml_gradient(
-                self.model, self.inner_optimizer, theta0, phi, tasks, self.maml_steps, generator, batched=self.batched
-            )
-            metrics["maml_loss"] = loss
-            return grad
-        return None
-
-    def _apply(self, role: str, grads: list[Tensor]) -> None:
-        """Hand ``grads`` to the meta-optimiser of ``role`` (``warp``: φ, ``init``: θ₀) and step."""
-        theta0, phi = self.parameters_by_role()
-        optimizer, params = (
-            (self.warp_optimizer, phi.values()) if role == "warp" else (self.init_optimizer, theta0.values())
-        )
-        apply_gradients(optimizer, list(params), grads)
-
-    # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        state = {"model": self.model.state_dict(), "warp_optimizer": self.warp_optimizer.state_dict()}
-        if self.init_optimizer is not None:
-            state["init_optimizer"] = self.init_optimizer.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.warp_optimizer.load_state_dict(state["warp_optimizer"])
-        if self.init_optimizer is not None:
-            self.init_optimizer.load_state_dict(state["init_optimizer"])
+            return algorithm_2_offline(self, tasks, generator, reduction, apply, warp_updates)
+        return algorithm_1_online(self, tasks, generator, reduction, apply)
 
 
-def _stack_states(states: list[State]) -> State:
-    if not states[0]:
-        return {}
-    first = states[0]
-
-    def stack(path: tuple[str, ...]) -> Any:
-        def get(s: Any) -> Any:
-            for key in path:
-                s = s[key]
-            return s
-
-        node = get(first)
-        if isinstance(node, Tensor):
-            return torch.stack([get(s) for s in states])
-        return {k: stack(path + (k,)) for k in node}
-
-    return stack(())
+def _shapes(tree: Any) -> Any:
+    if isinstance(tree, Tensor):
+        return tuple(tree.shape)
+    if isinstance(tree, (list, tuple)):
+        return tuple(_shapes(t) for t in tree)
+    if isinstance(tree, dict):
+        return tuple((k, _shapes(v)) for k, v in tree.items())
+    return None
 
 
-__all__ = ["WarpGrad", "warp_objective", "ReservoirBuffer", "TrajectoryPoint"]
+register(
+    "warpgrad", WarpGrad, WarpGradConfig,
+    "WarpGrad: meta-learned warp layers (+ Warp-MAML or Warp-Leap initialisation)", uses_warps=True,
+)
+
+__all__ = ["WarpGrad", "WarpGradConfig", "warp_objective", "ReservoirBuffer", "TrajectoryPoint",
+           "algorithm_1_online", "algorithm_2_offline"]

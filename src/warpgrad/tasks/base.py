@@ -1,9 +1,20 @@
-"""The task protocol every method and the engine rely on.
+"""The task protocol every method and the engine rely on: a task is an objective.
 
-A **task** provides ``train_batch(generator) -> (x, y)`` (a batch of its training data; few-shot
-tasks return their support set), ``test_batch() -> (x, y)`` (held-out data: the query set),
-``loss(prediction, target)`` (what the inner loop minimises) and ``metric(prediction, target)``
-(what is reported; ``metric_name`` says which, ``lower_is_better`` which way is good).
+A **task** provides ``train_batch(generator)`` (a batch of its training data: any tree of
+tensors; few-shot tasks return their support set), ``test_batch()`` (held-out data: the query
+set), ``metric_name`` and ``lower_is_better``, and says how a model function is scored on a batch,
+in one of two ways:
+
+* **supervised** (``(x, y)`` batches): ``loss(prediction, target)`` (what the inner loop
+  minimises) and ``metric(prediction, target)`` (what is reported);
+* **any objective**: ``objective(forward, batch) -> loss`` and ``evaluation(forward, batch) ->
+  (loss, metric)``, where ``forward(*inputs)`` runs the model with the parameters being adapted.
+  An RL task rolls out episodes with ``forward`` (its batch is, e.g., the episodes' seeds); an
+  online stream feeds one example at a time. Supervised tasks get these two from
+  :func:`objective` and :func:`evaluation`.
+
+Methods only ever call :func:`objective` and :func:`evaluation` (plus the batches), so every
+method runs on every kind of task.
 
 A **task family** samples tasks from a ``torch.Generator``: the same generator state gives the
 same tasks.
@@ -11,10 +22,12 @@ same tasks.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+from warpgrad.core.tree import tree_map
 
 
 @runtime_checkable
@@ -45,9 +58,38 @@ def family_split(family: TaskFamily, split: str) -> TaskFamily:
     return splitter(split) if callable(splitter) else family
 
 
-def loss_function(task: Task):
-    """The function behind ``task.loss`` (tasks whose losses share it can be vmapped together)."""
-    return getattr(task.loss, "__func__", task.loss)
+Forward = Callable[..., Any]
+Objective = Callable[[Forward, Any], Tensor]
+
+
+def objective(task: Any) -> Objective:
+    """``(forward, batch) -> loss``: the task's own ``objective``, or ``loss(forward(x), y)``."""
+    own = getattr(task, "objective", None)
+    if callable(own):
+        return own
+    loss = task.loss
+    return lambda forward, batch: loss(forward(batch[0]), batch[1])
+
+
+def evaluation(task: Any) -> Callable[[Forward, Any], tuple[Tensor, Tensor]]:
+    """``(forward, batch) -> (loss, metric)``: the task's own ``evaluation``, or the supervised one
+    (one forward pass scored by ``loss`` and ``metric``)."""
+    own = getattr(task, "evaluation", None)
+    if callable(own):
+        return own
+
+    def supervised(forward: Forward, batch: Any) -> tuple[Tensor, Tensor]:
+        prediction = forward(batch[0])
+        return task.loss(prediction, batch[1]), task.metric(prediction, batch[1])
+
+    return supervised
+
+
+def loss_function(task: Any):
+    """The function behind the task's objective (tasks that share it can be vmapped together)."""
+    own = getattr(task, "objective", None)
+    fn = own if callable(own) else task.loss
+    return getattr(fn, "__func__", fn)
 
 
 class SeededTask:
@@ -65,15 +107,16 @@ class SeededTask:
         self.generator = generator
         self.device = None if device is None else torch.device(device)
 
-    def _to_device(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def _to_device(self, batch: Any) -> Any:
         if self.device is None:
             return batch
-        return batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+        device = self.device
+        return tree_map(lambda t: t.to(device, non_blocking=True), batch)
 
-    def train_batch(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def train_batch(self, generator: torch.Generator | None = None) -> Any:
         return self._to_device(self.task.train_batch(self.generator))
 
-    def test_batch(self) -> tuple[Tensor, Tensor]:
+    def test_batch(self) -> Any:
         return self._to_device(self.task.test_batch())
 
     @property

@@ -41,9 +41,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from warpgrad.core.optim import sgd
+from warpgrad.core.unroll import unroll
 from warpgrad.functional import Params, functional_apply
 from warpgrad.layers import BatchNorm
-from warpgrad.methods.base import apply_gradients, check_no_running_statistics, make_meta_optimizer
+from warpgrad.methods.base import check_no_running_statistics, make_meta_optimizer, step_along
 
 Loss = Callable[[Tensor, Tensor], Tensor]
 
@@ -83,11 +85,7 @@ def sequential_sgd(
     The gradient is taken with ``torch.func.grad``, so the result stays differentiable w.r.t.
     ``fast`` and any tensor ``loss_at`` closes over (second order); ``first_order`` detaches it.
     """
-    for i in range(steps):
-        grads = torch.func.grad(lambda p, i=i: loss_at(p, i))(fast)
-        if first_order:
-            grads = {k: g.detach() for k, g in grads.items()}
-        fast = {k: fast[k] - lr * grads[k] for k in fast}
+    fast, _ = unroll(loss_at, fast, sgd(lr), range(steps), differentiable=True, first_order=first_order)
     return fast
 
 
@@ -127,17 +125,15 @@ def continual_meta_test(
     params = {k: v.detach().clone() for k, v in head_params.items()}
     eval_features = [features(x) for x in evals]
 
-    def loss(p: Params, f: Tensor, y: Tensor) -> Tensor:
-        return loss_fn(functional_apply(head, p, f), y)
+    def loss(p: Params, example: tuple[Tensor, Tensor]) -> Tensor:
+        return loss_fn(functional_apply(head, p, example[0]), example[1])
 
-    step = torch.func.grad(loss)
     accuracy, per_class = [], []
     for c, x in enumerate(stream_x_per_class):
         feats = features(x)
         y = torch.tensor([labels[c]], device=feats.device)
-        for i in range(feats.shape[0]):
-            grads = step(params, feats[i : i + 1], y)
-            params = {k: params[k] - lr * grads[k] for k in params}
+        examples = ((feats[i : i + 1], y) for i in range(feats.shape[0]))
+        params, _ = unroll(loss, params, sgd(lr), examples, differentiable=True)
         correct = [
             (functional_apply(head, params, f).argmax(-1) == labels[j]).to(f.dtype)
             for j, f in enumerate(eval_features[: c + 1])
@@ -187,7 +183,7 @@ class TrajectoryMetaLearner:
     ) -> dict[str, float]:
         """One meta-update (Adam by default) on one (trajectory, remember) sample."""
         grads, loss = self.meta_gradient(trajectory_x, trajectory_y, remember_x, remember_y)
-        apply_gradients(self.meta_optimizer, self.meta_parameters(), grads)
+        step_along(self.meta_optimizer, self.meta_parameters(), grads)
         return {"meta_loss": float(loss)}
 
     def meta_test(

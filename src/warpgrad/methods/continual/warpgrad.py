@@ -27,8 +27,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from warpgrad.functional import InnerOptimizer, Params, combine, detach, functional_apply, loss_and_grad, partition
-from warpgrad.methods.base import apply_gradients, check_no_running_statistics, make_meta_optimizer
+from warpgrad.core.shell import LOCAL, Reduction
+from warpgrad.core.unroll import unroll
+from warpgrad.functional import InnerOptimizer, Params, combine, detach, functional_apply, partition
+from warpgrad.methods.base import check_no_running_statistics, make_meta_optimizer, step_along
 from warpgrad.methods.warpgrad import OBJECTIVES, warp_objective
 
 
@@ -101,29 +103,32 @@ class ContinualWarpGrad:
         theta0, phi = partition(self.model)
         phi_list = list(phi.values())
         frozen_phi = {k: v.detach() for k, v in phi.items()}
-        theta = detach(theta0)
-        state = self.inner_optimizer.init(theta)
-        loss_sum, points = 0.0, 0
+        totals = {"loss": 0.0, "points": 0}
+
+        def loss(theta: Params, batch: tuple[Tensor, Tensor]) -> Tensor:
+            return self.loss_fn(functional_apply(self.model, combine(theta, frozen_phi), batch[0]), batch[1])
+
+        def meta_gradient_at(t: int, theta: Params, state: Any, batch: tuple[Tensor, Tensor]) -> None:
+            seen = [_batch(e.train_x, e.train_y, self.batch_size, generator) for e in experiences[: t + 1]]
+            meta_batch = (torch.cat([b[0] for b in seen]), torch.cat([b[1] for b in seen]))
+            with torch.enable_grad():
+                value = warp_objective(
+                    self.model, self.loss_fn, self.inner_optimizer, theta, state, phi, batch, meta_batch, self.objective
+                )
+                for acc, g in zip(meta_gradient, torch.autograd.grad(value, phi_list)):
+                    acc += g
+            totals["loss"] += float(value.detach())
+            totals["points"] += 1
+
+        theta, state = detach(theta0), None
         for t, experience in enumerate(experiences):
-            for _ in range(self.steps):
-                batch = _batch(experience.train_x, experience.train_y, self.batch_size, generator)
-                if meta_gradient is not None:
-                    seen = [_batch(e.train_x, e.train_y, self.batch_size, generator) for e in experiences[: t + 1]]
-                    meta_batch = (torch.cat([b[0] for b in seen]), torch.cat([b[1] for b in seen]))
-                    with torch.enable_grad():
-                        loss = warp_objective(
-                            self.model, self.loss_fn, self.inner_optimizer, theta, state, phi,
-                            batch, meta_batch, self.objective,
-                        )
-                        for acc, g in zip(meta_gradient, torch.autograd.grad(loss, phi_list)):
-                            acc += g
-                    loss_sum += float(loss.detach())
-                    points += 1
-                _, grads = loss_and_grad(self.model, self.loss_fn, theta, frozen_phi, batch)
-                with torch.no_grad():
-                    theta, state = self.inner_optimizer.update(grads, state, {k: v.detach() for k, v in theta.items()})
+            batches = (_batch(experience.train_x, experience.train_y, self.batch_size, generator)
+                       for _ in range(self.steps))
+            hook = None if meta_gradient is None else (lambda k, th, s, v, g, b, t=t: meta_gradient_at(t, th, s, b))
+            theta, state = unroll(loss, theta, self.inner_optimizer, batches, state=state, on_step=hook)
             if on_experience is not None:
                 on_experience(t, theta)
+        loss_sum, points = totals["loss"], totals["points"]
         return theta, loss_sum, points
 
     def meta_gradient(self, sequences: Sequence[Sequence[Experience]], generator: torch.Generator) -> list[Tensor]:
@@ -135,7 +140,9 @@ class ContinualWarpGrad:
             count += self.train_sequence(sequence, generator, meta_gradient=total)[2]
         return [g / count for g in total]
 
-    def meta_step(self, sequences: Sequence[Sequence[Experience]], generator: torch.Generator) -> dict[str, float]:
+    def meta_step(
+        self, sequences: Sequence[Sequence[Experience]], generator: torch.Generator, reduction: Reduction = LOCAL
+    ) -> dict[str, float]:
         if not sequences:
             raise ValueError("meta_step needs at least one sequence")
         _, phi = partition(self.model)
@@ -145,7 +152,7 @@ class ContinualWarpGrad:
             _, loss, points = self.train_sequence(sequence, generator, meta_gradient=total)
             loss_sum += loss
             count += points
-        apply_gradients(self.meta_optimizer, list(phi.values()), [g / count for g in total])
+        step_along(self.meta_optimizer, list(phi.values()), [g / count for g in total], reduction)
         return {"warp_loss": loss_sum / count}
 
     @torch.no_grad()
@@ -196,5 +203,7 @@ class SequentialBaseline(ContinualWarpGrad):
 
     name = "baseline"
 
-    def meta_step(self, sequences: Sequence[Sequence[Experience]], generator: torch.Generator) -> dict[str, float]:
+    def meta_step(
+        self, sequences: Sequence[Sequence[Experience]], generator: torch.Generator, reduction: Reduction = LOCAL
+    ) -> dict[str, float]:
         return {}

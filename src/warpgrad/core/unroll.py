@@ -1,0 +1,105 @@
+"""THE inner loop: every method's adaptation, meta-training unroll and meta-test runs through it.
+
+    θ_{k+1}, s_{k+1} = update(∇_θ L(θ_k; batch_k), s_k, θ_k),     k = 0 … K−1,
+
+with a pure inner optimiser (:mod:`warpgrad.core.optim`) and a loss ``loss(θ, batch)`` that
+closes over the model, its frozen parameters and the task. Two modes:
+
+* ``differentiable=True``: the gradient is ``torch.func.grad``'s and nothing is detached, so the
+  result is differentiable w.r.t. the initial parameters and everything the loss and the
+  optimiser close over (MAML's second-order meta-gradient, OML/ANML); ``first_order=True``
+  treats the inner gradients as constants (FOMAML). Pure in its tensors: runs under ``vmap``.
+* ``differentiable=False`` (default): the parameters are detached copies and each step runs
+  without building a graph (adaptation, trajectories for WarpGrad, Leap and Reptile).
+
+``on_step(k, θ_k, s_k, L_k, g_k, batch_k)`` is called before the k-th update with the point,
+optimiser state, loss, gradient (detached in the non-differentiable mode) and batch: WarpGrad
+collects trajectory points or accumulates online meta-gradients there, Leap its path.
+
+``batches`` is any iterable; it is consumed lazily, one batch per step, so a batch drawn from a
+generator is drawn just before its step (and after the previous step's hook).
+
+Example:
+    >>> loss = lambda p, b: ((b[0] @ p["w"] - b[1]) ** 2).mean()
+    >>> theta, _ = unroll(loss, {"w": torch.zeros(3)}, sgd(0.1), [(x, y)] * 5)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Protocol
+
+import torch
+from torch import Tensor
+
+from warpgrad.core.optim import InnerOptimizer
+from warpgrad.core.tree import Params, State, detach
+
+__all__ = ["unroll", "StepHook", "LossFn"]
+
+LossFn = Callable[[Params, Any], Tensor]
+
+
+class StepHook(Protocol):
+    def __call__(self, k: int, theta: Params, state: State, loss: Tensor, grad: Params, batch: Any) -> None: ...
+
+
+def unroll(
+    loss: LossFn,
+    params: Params,
+    optimizer: InnerOptimizer,
+    batches: Iterable[Any],
+    *,
+    differentiable: bool = False,
+    first_order: bool = False,
+    state: State | None = None,
+    on_step: StepHook | None = None,
+) -> tuple[Params, State]:
+    """Run ``optimizer`` on ``loss`` from ``params`` over ``batches``; return ``(θ_K, s_K)``.
+
+    ``state`` continues from a previous unroll's optimiser state (default: ``optimizer.init``).
+    """
+    if differentiable:
+        return _unroll_differentiable(loss, params, optimizer, batches, first_order, state, on_step)
+    theta = detach(params)
+    state = optimizer.init(theta) if state is None else state
+    for k, batch in enumerate(batches):
+        value, grads = _loss_and_grad(loss, theta, batch)
+        theta = {n: v.detach() for n, v in theta.items()}
+        if on_step is not None:
+            on_step(k, theta, state, value.detach(), grads, batch)
+        with torch.no_grad():
+            theta, state = optimizer.update(grads, state, theta)
+    return theta, state
+
+
+def _loss_and_grad(loss: LossFn, theta: Params, batch: Any) -> tuple[Tensor, Params]:
+    theta = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in theta.items()}
+    with torch.enable_grad():
+        value = loss(theta, batch)
+        grads = torch.autograd.grad(value, list(theta.values()))
+    return value, dict(zip(theta.keys(), grads))
+
+
+def _unroll_differentiable(
+    loss: LossFn,
+    params: Params,
+    optimizer: InnerOptimizer,
+    batches: Iterable[Any],
+    first_order: bool,
+    state: State | None,
+    on_step: StepHook | None,
+) -> tuple[Params, State]:
+    theta = dict(params)
+    state = optimizer.init(theta) if state is None else state
+    for k, batch in enumerate(batches):
+        if on_step is None:
+            grads = torch.func.grad(lambda th, b=batch: loss(th, b))(theta)
+            value = None
+        else:
+            grads, value = torch.func.grad_and_value(lambda th, b=batch: loss(th, b))(theta)
+        if first_order:
+            grads = {n: g.detach() for n, g in grads.items()}
+        if on_step is not None:
+            on_step(k, theta, state, value, grads, batch)
+        theta, state = optimizer.update(grads, state, theta)
+    return theta, state

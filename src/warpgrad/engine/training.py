@@ -1,0 +1,389 @@
+"""Meta-training one method: the run's state (:class:`_Run`), its checkpoints and :func:`train`."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from warpgrad.distributed import Cluster, check_precision
+from warpgrad.engine.checkpoint import check_config, load_checkpoint, save_checkpoint
+from warpgrad.engine.interrupt import TrainingInterrupted, _DeferredInterrupt, check_finite
+from warpgrad.engine.resolve import _check_stop_after, resolve_experiment, resolve_profile
+from warpgrad.engine.results import mean_ci95, mean_ci95_entry, write_metrics_csv
+from warpgrad.engine.seeding import (
+    EVAL_SEED_OFFSET,
+    STEP_SEED_OFFSET,
+    TASK_SEED_OFFSET,
+    TEST_SEED_OFFSET,
+    VAL_SEED_OFFSET,
+    _draw_seed,
+    _generator,
+    _sample_tasks,
+    _seeded,
+    _task_seeds,
+    _TaskPrefetcher,
+    check_seed,
+    spare_core,
+)
+from warpgrad.experiments import Experiment, Profile, build_method
+from warpgrad.methods.base import MetaLearner
+from warpgrad.tasks.base import Task, TaskFamily, family_split
+
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.csv"
+PLOT_FILE = "learning_curves.png"
+CHECKPOINT_FORMAT = 1
+
+
+def checkpoint_path(out_dir: str | Path, method: str) -> Path:
+    """Where ``method``'s checkpoint lives in a run's output directory."""
+    return Path(out_dir) / method / CHECKPOINT_FILE
+
+
+def _config(experiment: Experiment, method: str, profile: Profile, seed: int) -> dict[str, Any]:
+    return {
+        "experiment": experiment.name, "method": method, "profile": profile.name, "seed": seed,
+        "settings": profile.settings,
+    }
+
+
+def load_run_checkpoint(
+    experiment: Experiment, method: str, profile: Profile, seed: int, out_dir: str | Path
+) -> dict[str, Any]:
+    """Load ``method``'s checkpoint and check that it belongs to this run.
+
+    Raises:
+        ValueError: naming the file if it is missing or unreadable, or the mismatching field.
+    """
+    path = checkpoint_path(out_dir, method)
+    checkpoint = load_checkpoint(path)
+    check_config(checkpoint, _config(experiment, method, profile, seed), path)
+    step = checkpoint["step"]
+    if not isinstance(step, int) or not 0 <= step <= profile.meta_steps:
+        raise ValueError(f"checkpoint {path} is at step {step!r}, outside 0..{profile.meta_steps}")
+    return checkpoint
+
+
+# ------------------------------------------------------------------------------ training state
+
+
+@dataclass
+class _Run:
+    """Everything one method's training needs; its mutable part is what a checkpoint holds."""
+
+    experiment: Experiment
+    method: str
+    profile: Profile
+    seed: int
+    learner: MetaLearner
+    family: TaskFamily
+    val_tasks: list[Task]  # this rank's shard
+    task_generator: torch.Generator
+    step_generator: torch.Generator
+    cluster: Cluster
+    step: int = 0
+    elapsed_s: float = 0.0
+    history: list[dict[str, Any]] | None = None
+    prefetcher: _TaskPrefetcher | None = None
+    precision: str = "fp32"
+
+    def autocast(self) -> Any:
+        """bf16 autocast on this rank's device for ``precision="bf16"``, else nothing."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.cluster.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @classmethod
+    def start(
+        cls, experiment: Experiment, method: str, profile: Profile, seed: int, cluster: Cluster | None = None
+    ) -> _Run:
+        cluster = Cluster() if cluster is None else cluster
+        cluster.check_divisible_work("meta_batch", profile.meta_batch)
+        learner = build_method(experiment, method, profile, seed).to(cluster.device)  # seeds the global RNG
+        family = experiment.make_family(profile)
+        seeds = _task_seeds(_generator(VAL_SEED_OFFSET + seed), profile.val_tasks)
+        val_tasks = _sample_tasks(family_split(family, "val"), seeds, cluster.shard(profile.val_tasks))
+        if cluster.distributed and val_tasks and not isinstance(val_tasks[0], Task):
+            raise ValueError(
+                f"{experiment.name}'s tasks are not train_batch/test_batch tasks; its meta-batches cannot be "
+                "split across processes: run it in one process"
+            )
+        return cls(
+            experiment,
+            method,
+            profile,
+            seed,
+            learner,
+            family,
+            val_tasks,
+            _generator(TASK_SEED_OFFSET + seed),
+            _generator(STEP_SEED_OFFSET + seed),
+            cluster,
+            history=[],
+        )
+
+    @property
+    def metric(self) -> str:
+        return self.family.metric_name
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "learner": self.learner.state_dict(),
+            "generators": {
+                "tasks": self.task_generator.get_state(),
+                "meta_step": self.step_generator.get_state(),
+            },
+            "torch_rng": torch.get_rng_state(),
+            "elapsed_s": self.elapsed_s,
+            "history": [dict(row) for row in self.history],
+            "config": _config(self.experiment, self.method, self.profile, self.seed),
+        }
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.learner.load_state_dict(checkpoint["learner"])
+        self.task_generator.set_state(checkpoint["generators"]["tasks"])
+        self.step_generator.set_state(checkpoint["generators"]["meta_step"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        self.step = int(checkpoint["step"])
+        self.elapsed_s = float(checkpoint["elapsed_s"])
+        self.history = [dict(row) for row in checkpoint["history"]]
+
+    def meta_step(self) -> dict[str, float]:
+        """One meta-step on this rank's shard of the next meta-batch; metrics averaged over ranks."""
+        n = self.profile.meta_batch
+        family = family_split(self.family, "train")
+        seeds = _task_seeds(self.task_generator, n)
+        shard = self.cluster.shard(n)
+        tasks = self.prefetcher.take(seeds) if self.prefetcher is not None else None
+        if tasks is None:
+            tasks = _sample_tasks(family, seeds, shard)
+        if self.prefetcher is not None and self.step + 1 < self.profile.meta_steps:
+            self.prefetcher.request(family, self.task_generator, n, shard)
+        tasks = _seeded(tasks, [seeds[i][1] for i in shard], self.cluster.device)
+        generator = _generator(_draw_seed(self.step_generator))
+        with self.autocast():
+            metrics = self.learner.meta_step(tasks, generator, self.cluster.reduction(n))
+        return self.cluster.mean_metrics(metrics, n)
+
+    def evaluate(self, tasks: list[Task], n_total: int) -> dict[str, Tensor]:
+        """Per-task results (float64, CPU) of all ``n_total`` tasks, of which ``tasks`` is this
+        rank's shard; batches from per-task seeds of a fresh evaluation generator."""
+        generator = _generator(EVAL_SEED_OFFSET + self.seed)
+        batch_seeds = [b for _, b in _task_seeds(generator, n_total)]
+        shard = self.cluster.shard(n_total)
+        rows: list[dict[str, float]] = []
+        if tasks:
+            seeded = _seeded(tasks, [batch_seeds[i] for i in shard], self.cluster.device)
+            with self.autocast():
+                out = self.learner.evaluate(seeded, _generator(_draw_seed(generator)))
+            values = {k: v.detach().double().cpu() for k, v in out.items()}
+            rows = [{k: float(v[j]) for k, v in values.items()} for j in range(len(tasks))]
+        rows = self.cluster.gather(rows)
+        return {k: torch.tensor([r[k] for r in rows], dtype=torch.float64) for k in rows[0]}
+
+    def validation_row(self, step: int, elapsed_s: float, train_metrics: dict[str, float]) -> dict[str, Any]:
+        out = self.evaluate(self.val_tasks, self.profile.val_tasks)
+        row: dict[str, Any] = {
+            "step": step,
+            "time_s": round(elapsed_s, 3),
+            f"val_{self.metric}": float(out[self.metric].mean()),
+            "val_loss": float(out["loss"].mean()),
+        }
+        for key, value in train_metrics.items():
+            row[key if key not in row else f"meta_{key}"] = float(value)
+        return row
+
+
+def initialize_checkpoint(
+    experiment: str | Experiment,
+    method: str,
+    profile: str | Profile,
+    seed: int,
+    out_dir: str | Path,
+    cluster: Cluster | None = None,
+) -> Path:
+    """Write ``method``'s step-0 checkpoint (a freshly built learner) and return its path.
+
+    Resuming from it is identical to starting afresh, so a run can always be resumed. With
+    several processes rank 0 writes it and every rank waits until it is there.
+    """
+    cluster = Cluster() if cluster is None else cluster
+    exp = resolve_experiment(experiment)
+    path = checkpoint_path(out_dir, method)
+    if cluster.is_main:
+        state = _Run.start(exp, method, resolve_profile(exp, profile), seed)
+        save_checkpoint(path, state.checkpoint())
+    cluster.barrier()
+    return path
+
+
+# ------------------------------------------------------------------------------ train
+
+
+def train(
+    experiment: str | Experiment,
+    method: str,
+    profile: str = "quick",
+    seed: int = 0,
+    out_dir: str | Path = "runs",
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+    settings: dict[str, str] | None = None,
+    cluster: Cluster | None = None,
+    prefetch: bool | None = None,
+    precision: str = "fp32",
+) -> dict[str, Any] | None:
+    """Meta-train one method, evaluate it on held-out tasks, and return its results entry.
+
+    Writes ``out_dir/METHOD/metrics.csv`` (one row per validation) and
+    ``out_dir/METHOD/checkpoint.pt`` (every ``profile.checkpoint_every`` steps and at the end).
+
+    Args:
+        experiment: an experiment name (see ``warpgrad list``) or an :class:`Experiment`.
+        method: one of the experiment's methods.
+        profile: ``smoke``, ``quick`` or ``paper``.
+        seed: the run's seed; every generator is derived from it.
+        out_dir: the run's output directory.
+        resume: continue from ``out_dir/METHOD/checkpoint.pt``.
+        stop_after: stop after this many meta-steps in this call, having saved a checkpoint.
+        progress: show a progress bar on stderr.
+        cluster: this process's rank and device (default: one CPU process); with several
+            ranks every rank calls ``train`` and gets the same entry, rank 0 writes the files.
+        prefetch: sample the next meta-batch's tasks in a background thread during each
+            meta-step (the same tasks either way); ``None``: only when a core is spare
+            (:func:`spare_core`), since on a fully used CPU the thread slows the meta-step more
+            than it saves (measured in docs/distributed.md).
+        precision: ``fp32``, or ``bf16`` to run meta-steps and evaluation under bf16 autocast
+            (matrix products in bf16; see docs/distributed.md for what it does to meta-gradients).
+
+    Returns:
+        ``{"metric", "lower_is_better", "mean", "ci95", "n_tasks", "steps", "loss_mean",
+        "loss_ci95", "wall_time_s", "test_time_s", "per_task", "history"}``, or ``None`` if
+        ``stop_after`` stopped training before its last step.
+
+    Raises:
+        ValueError: unknown names, a bad seed, or (on resume) a missing checkpoint or one
+            written with another experiment, method, profile or seed.
+        TrainingInterrupted: on Ctrl-C, after saving a checkpoint of the last completed step.
+    """
+    exp = resolve_experiment(experiment)
+    prof = resolve_profile(exp, profile, settings)
+    exp.method(method)
+    check_seed(seed)
+    check_precision(precision)
+    _check_stop_after(stop_after)
+    out_dir = Path(out_dir)
+    directory = out_dir / method
+    ckpt_path = directory / CHECKPOINT_FILE
+    csv_path = directory / METRICS_FILE
+    cluster = Cluster() if cluster is None else cluster
+    main = cluster.is_main
+    checkpoint = load_run_checkpoint(exp, method, prof, seed, out_dir) if resume else None
+
+    state = _Run.start(exp, method, prof, seed, cluster)
+    if checkpoint is not None:
+        state.restore(checkpoint)
+        del checkpoint
+    elif main:
+        save_checkpoint(ckpt_path, state.checkpoint())
+    metric_key = f"val_{state.metric}"
+    clock = time.perf_counter()
+    resumed_elapsed = state.elapsed_s
+
+    def elapsed() -> float:
+        return resumed_elapsed + time.perf_counter() - clock
+
+    def save() -> None:
+        state.elapsed_s = elapsed()
+        if main:
+            save_checkpoint(ckpt_path, state.checkpoint())
+
+    def write_history() -> None:
+        if main:
+            write_metrics_csv(csv_path, state.history)
+
+    bar = tqdm(
+        total=prof.meta_steps,
+        initial=state.step,
+        desc=f"{exp.name}/{method}",
+        unit="step",
+        disable=not (progress and main),
+        file=sys.stderr,
+        mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line every 10 s
+        dynamic_ncols=True,
+    )
+    state.prefetcher = _TaskPrefetcher() if (spare_core() if prefetch is None else prefetch) else None
+    state.precision = precision
+    try:
+        with _DeferredInterrupt(bar, announce=main) as interrupt:
+            if state.step == 0 and not state.history:
+                state.history.append(state.validation_row(0, elapsed(), {}))
+            write_history()  # on resume: rewritten from the checkpoint
+            if state.history:
+                bar.set_postfix({metric_key: f"{state.history[-1][metric_key]:.4g}"})
+            if cluster.any(interrupt.requested):
+                save()
+                raise TrainingInterrupted(method, state.step, prof.meta_steps, ckpt_path)
+            start = state.step
+            while state.step < prof.meta_steps:
+                train_metrics = state.meta_step()
+                check_finite(method, state.step + 1, train_metrics)
+                state.step += 1
+                bar.update(1)
+                last = state.step == prof.meta_steps
+                if state.step % prof.eval_every == 0 or last:
+                    state.history.append(state.validation_row(state.step, elapsed(), train_metrics))
+                    write_history()
+                    bar.set_postfix({metric_key: f"{state.history[-1][metric_key]:.4g}"})
+                stop = stop_after is not None and state.step - start >= stop_after
+                interrupted = cluster.any(interrupt.requested)
+                if state.step % prof.checkpoint_every == 0 or last or stop or interrupted:
+                    save()
+                if interrupted:
+                    raise TrainingInterrupted(method, state.step, prof.meta_steps, ckpt_path)
+                if stop and not last:
+                    return None
+    finally:
+        bar.close()
+        if state.prefetcher is not None:
+            state.prefetcher.close()
+
+    seeds = _task_seeds(_generator(TEST_SEED_OFFSET + seed), prof.test_tasks)
+    test_start = time.perf_counter()
+    test_tasks = _sample_tasks(family_split(state.family, "test"), seeds, cluster.shard(prof.test_tasks))
+    out = state.evaluate(test_tasks, prof.test_tasks)
+    test_time = time.perf_counter() - test_start
+    values = out[state.metric]
+    mean, ci95 = mean_ci95(values)
+    loss_mean, loss_ci95 = mean_ci95(out["loss"])
+    return {
+        "metric": state.metric,
+        "lower_is_better": bool(state.family.lower_is_better),
+        "mean": mean,
+        "ci95": ci95,
+        "n_tasks": int(values.numel()),
+        "steps": state.step,
+        "loss_mean": loss_mean,
+        "loss_ci95": loss_ci95,
+        "wall_time_s": round(state.elapsed_s, 3),
+        "test_time_s": round(test_time, 3),
+        "precision": precision,
+        "per_task": values.tolist(),
+        "extra": {  # further per-task metrics the learner reports (e.g. continual forgetting)
+            key: mean_ci95_entry(value)
+            for key, value in out.items()
+            if key not in (state.metric, "loss")
+        },
+        "history": state.history,
+    }

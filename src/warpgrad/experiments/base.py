@@ -1,0 +1,170 @@
+"""The experiment data types and the small helpers every family of experiments shares.
+
+:class:`Profile` (a schedule and options at one scale, with ``--set`` overrides), :class:`MethodSpec`,
+:class:`Experiment` and its continual-learning variants :class:`StreamExperiment` and
+:class:`SequentialExperiment`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable
+
+from warpgrad.methods.base import MetaLearner
+from warpgrad.tasks.base import TaskFamily
+
+PROFILE_NAMES = ("smoke", "quick", "paper")
+SCHEDULE_FIELDS = ("meta_steps", "meta_batch", "eval_every", "val_tasks", "test_tasks", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """An experiment's schedule and options at one scale."""
+
+    name: str
+    description: str
+    meta_steps: int
+    meta_batch: int
+    eval_every: int
+    val_tasks: int
+    test_tasks: int
+    checkpoint_every: int
+    options: dict[str, Any] = field(default_factory=dict)
+    settings: str = ""  # the --set overrides applied, canonical "k=v,k=v" (recorded in checkpoints and results)
+
+    def with_overrides(self, overrides: dict[str, str]) -> Profile:
+        """A copy with ``KEY=VALUE`` overrides applied (values parsed to the current value's type).
+
+        Keys are schedule fields (``meta_steps``, ...), top-level options (``inner_steps``) or
+        nested options with dots (``warpgrad.objective``).
+        """
+        schedule = {f.name: getattr(self, f.name) for f in fields(self) if f.name in SCHEDULE_FIELDS}
+        options = copy.deepcopy(self.options)
+        for key, text in overrides.items():
+            if key in schedule:
+                schedule[key] = _parse_like(key, text, schedule[key])
+                if schedule[key] < 1:
+                    raise ValueError(f"setting {key}={text!r}: must be >= 1")
+                continue
+            node, parts = options, key.split(".")
+            for part in parts[:-1]:
+                node = node.get(part) if isinstance(node, dict) else None
+                if not isinstance(node, dict):
+                    break
+            if not isinstance(node, dict) or parts[-1] not in node or isinstance(node[parts[-1]], dict):
+                raise ValueError(f"unknown setting {key!r}; allowed: {', '.join(self.setting_names())}")
+            node[parts[-1]] = _parse_like(key, text, node[parts[-1]])
+        applied = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+        settings = ",".join(filter(None, [self.settings, applied]))
+        return replace(self, options=options, settings=settings, **schedule)
+
+    def setting_names(self) -> list[str]:
+        names = list(SCHEDULE_FIELDS)
+
+        def walk(prefix: str, node: dict[str, Any]) -> None:
+            for k, v in node.items():
+                if isinstance(v, dict):
+                    walk(f"{prefix}{k}.", v)
+                else:
+                    names.append(prefix + k)
+
+        walk("", self.options)
+        return names
+
+
+def _parse_like(key: str, text: str, current: Any) -> Any:
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, tuple):
+            return tuple(int(v) for v in text.split(","))
+        if current is None:
+            return None if text.lower() == "none" else int(text)
+        return text
+    except ValueError:
+        raise ValueError(f"setting {key}={text!r}: expected a value like {current!r}") from None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    description: str
+    build: Callable[[Profile], MetaLearner]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    profiles: dict[str, Profile]
+    make_family: Callable[[Profile], TaskFamily]
+    methods: dict[str, MethodSpec]
+    dataset: str | None = None
+
+    def profile(self, name: str) -> Profile:
+        if name not in self.profiles:
+            raise ValueError(f"unknown profile {name!r} for {self.name}; allowed: {', '.join(self.profiles)}")
+        return self.profiles[name]
+
+    def method(self, name: str) -> MethodSpec:
+        if name not in self.methods:
+            raise ValueError(f"unknown method {name!r} for {self.name}; allowed: {', '.join(self.methods)}")
+        return self.methods[name]
+
+
+@dataclass(frozen=True)
+class StreamExperiment(Experiment):
+    """A continual-learning experiment: methods are continual learners run through streams, not
+    meta-learners of the meta-training loop; ``make_stream(profile, seed)`` builds one.
+
+    ``runner`` names the module that runs it: it provides ``run(experiment, methods, profile,
+    seed, out_dir, progress) -> results``, ``table(results) -> str`` and ``outputs(out_dir) -> str``
+    (what was written, for the CLI). Such runs are short and have no checkpoints.
+    """
+
+    make_stream: Callable[[Profile, int], Any] | None = None
+    runner: str = "warpgrad.engine.streams"
+
+
+@dataclass(frozen=True)
+class SequentialExperiment(StreamExperiment):
+    """The OML/ANML protocol (Javed & White 2019, arXiv:1905.12588; Beaulieu et al. 2020,
+    arXiv:2002.09571), run by :mod:`warpgrad.engine.sequential`: meta-train on trajectories of the
+    ``train`` classes, then learn ``test`` classes online, one SGD step per image.
+    ``load_data(profile)`` returns the :class:`~warpgrad.data.base.ClassDataset`."""
+
+    load_data: Callable[[Profile], Any] | None = None
+    runner: str = "warpgrad.engine.sequential"
+
+
+# ------------------------------------------------------------------------------ shared helpers
+
+
+def _adam(lr: float) -> dict[str, Any]:
+    return {"meta_optimizer": "adam", "meta_lr": lr}
+
+
+def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    out.update(changes)
+    return out
+
+
+def _profiles(smoke: dict[str, Any], quick: tuple[str, dict[str, Any], dict[str, Any]],
+              paper: tuple[str, dict[str, Any], dict[str, Any]]) -> dict[str, Profile]:
+    """smoke/quick/paper profiles from (description, schedule, options) triples."""
+    profiles = {"smoke": Profile("smoke", "seconds: 2 meta-steps on tiny tasks (tests)", **smoke)}
+    for name, (description, schedule, options) in (("quick", quick), ("paper", paper)):
+        profiles[name] = Profile(name, description, **schedule, options=options)
+    return profiles
+
+
+def _schedule(meta_steps: int, meta_batch: int, eval_every: int, val_tasks: int, test_tasks: int) -> dict[str, int]:
+    return {"meta_steps": meta_steps, "meta_batch": meta_batch, "eval_every": eval_every, "val_tasks": val_tasks,
+            "test_tasks": test_tasks, "checkpoint_every": eval_every}

@@ -1,0 +1,191 @@
+"""The method registry: every method registers itself, in its own file, with a typed config.
+
+A method's config is a dataclass whose fields are its constructor's keyword options, each with
+its type and default and documented in the dataclass's docstring. An experiment's profile may set
+some of them (``profile.options[METHOD]``); ``--set METHOD.FIELD=VALUE`` reaches every field,
+parsed by the field's type. :func:`build` makes the learner:
+
+    cls(model, inner_optimizer, inner_steps, **config, **experiment_options(options))
+
+(``inner_optimizer=False`` methods, e.g. Meta-SGD, build their own and are called without it).
+
+Example (a new method, in its own module)::
+
+    @dataclass
+    class MyConfig:
+        \"\"\"Attributes: meta_lr: the meta learning rate.\"\"\"
+        meta_lr: float = 1e-3
+
+    register("mine", MyLearner, MyConfig, "my method: one line for `warpgrad list`")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+__all__ = ["MethodInfo", "register", "method_info", "registered", "make_config", "parse_value", "config_fields"]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered method.
+
+    Attributes:
+        name: the name experiments and the CLI use.
+        cls: the learner class.
+        config: the dataclass of its options.
+        description: one line for ``warpgrad list``.
+        uses_warps: experiments give it their network *with* warp layers.
+        inner_optimizer: the constructor takes ``(model, inner_optimizer, inner_steps)``; else
+            ``(model, inner_steps)``.
+        experiment_options: further constructor arguments taken from the experiment's options
+            (e.g. Meta-SGD's initial learning rate = the experiment's ``inner_lr``).
+    """
+
+    name: str
+    cls: type
+    config: type
+    description: str
+    uses_warps: bool = False
+    inner_optimizer: bool = True
+    experiment_options: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
+_REGISTRY: dict[str, MethodInfo] = {}
+
+#: the modules whose import registers the built-in methods, in ``warpgrad list`` order
+BUILTIN_MODULES = (
+    "warpgrad.methods.base",
+    "warpgrad.methods.warpgrad",
+    "warpgrad.methods.maml",
+    "warpgrad.methods.reptile",
+    "warpgrad.methods.leap",
+    "warpgrad.methods.tnets",
+    "warpgrad.methods.finetune",
+    "warpgrad.methods.anil",
+)
+
+
+def register(
+    name: str,
+    cls: type,
+    config: type,
+    description: str,
+    *,
+    uses_warps: bool = False,
+    inner_optimizer: bool = True,
+    experiment_options: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> MethodInfo:
+    """Register method ``name`` (its module calls this at import)."""
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"the config of method {name!r} must be a dataclass, got {config!r}")
+    info = MethodInfo(name, cls, config, description, uses_warps, inner_optimizer, experiment_options)
+    previous = _REGISTRY.get(name)
+    if previous is not None and (previous.cls, previous.config) != (cls, config):
+        raise ValueError(f"method name {name!r} is already registered by {previous.cls.__module__}")
+    _REGISTRY[name] = info
+    return info
+
+
+def _load_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def registered() -> dict[str, MethodInfo]:
+    """Every registered method by name (the built-in ones first)."""
+    _load_builtins()
+    return dict(_REGISTRY)
+
+
+def method_info(name: str) -> MethodInfo:
+    methods = registered()
+    if name not in methods:
+        raise ValueError(f"unknown method {name!r}; registered: {', '.join(methods)}")
+    return methods[name]
+
+
+def config_fields(config: type) -> dict[str, Any]:
+    """``{field: type}`` of a config dataclass (string annotations resolved)."""
+    hints = typing.get_type_hints(config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config)}
+
+
+def parse_value(key: str, text: str, kind: Any) -> Any:
+    """``text`` (from ``--set``) as a value of type ``kind``: bool, int, float, str, tuples of
+    ints/floats and ``X | None``."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if text.strip().lower() == "none" and len(options) < len(typing.get_args(kind)):
+            return None
+        errors = []
+        for option in options:
+            try:
+                return parse_value(key, text, option)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError(f"setting {key}={text!r}: expected {' or '.join(map(_type_name, options))} or none")
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind is str:
+            return text
+        if origin is tuple:
+            element = (typing.get_args(kind) or (int,))[0]
+            return tuple(element(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"setting {key}={text!r}: expected {_type_name(kind)}") from None
+    raise ValueError(f"setting {key}: cannot parse a value of type {_type_name(kind)}")
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple:
+        return "comma-separated numbers"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
+
+
+def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
+    """Method ``name``'s config with ``values`` (already typed) over its defaults.
+
+    Raises:
+        ValueError: naming an unknown field and the allowed ones.
+    """
+    info = method_info(name)
+    values = dict(values or {})
+    allowed = config_fields(info.config)
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option {name}.{unknown[0]}; {name} has: {', '.join(allowed) or 'no options'}")
+    return info.config(**values)
+
+
+def build(
+    name: str,
+    model: nn.Module,
+    inner_optimizer: Any,
+    inner_steps: int,
+    config: Any,
+    experiment_options: dict[str, Any] | None = None,
+) -> Any:
+    """The learner of method ``name`` on ``model`` with ``config`` (see the module docstring)."""
+    info = method_info(name)
+    kwargs = dataclasses.asdict(config)
+    if info.experiment_options is not None:
+        kwargs.update(info.experiment_options(experiment_options or {}))
+    if info.inner_optimizer:
+        return info.cls(model, inner_optimizer, inner_steps, **kwargs)
+    return info.cls(model, inner_steps, **kwargs)
