@@ -61,10 +61,12 @@ def main() -> int:
     for experiment, methods in collected.items():
         for method, values in methods.items():
             old = before.get(experiment, {}).get(method)
-            if old != values:
+            if old is None:
+                print(f"new (not in {args.compare}): {experiment}/{method}")
+            elif _untimed(old) != values:
                 differ += 1
                 print(f"DIFFERS: {experiment}/{method}")
-    print(f"{differ} differences" if differ else "all smoke numbers bit-equal")
+    print(f"{differ} differences" if differ else "every method in both files: smoke numbers bit-equal")
     return 1 if differ else 0
 
 

@@ -1,4 +1,4 @@
-"""Command-line interface: ``warpgrad run | list | report``.
+"""Command-line interface: ``warpgrad run | list | show | report``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     warpgrad run sine --method baseline,warpgrad --profile quick --out runs/sine
     warpgrad run sine --out runs/sine --resume
     warpgrad report runs/sine
+    warpgrad show sine --profile smoke --set warpgrad.init_weight=0.5
 
 Bad input (an unknown name, a negative seed, a missing or mismatching checkpoint) is reported
 as one line on stderr with exit code 2, never a traceback. Set ``WARPGRAD_DEBUG=1`` to get the
@@ -109,6 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list experiments, their methods and profiles")
     listing.set_defaults(handler=_list)
 
+    show = commands.add_parser(
+        "show",
+        help="print an experiment's fully resolved configuration",
+        description="Print the schedule, options and every method's resolved options of an experiment at a "
+        "profile, with --set overrides applied (JSON).",
+    )
+    show.add_argument("experiment", help="experiment name (see `warpgrad list`) or module:NAME")
+    show.add_argument("--profile", default="quick", help="smoke, quick or paper (default: quick)")
+    show.add_argument("--method", default="all", metavar="M[,M...]|all", help="methods to show (default: all)")
+    show.add_argument("--set", dest="settings", action="append", default=[], type=_setting, metavar="KEY=VALUE",
+                      help="override a setting, as for run")
+    show.set_defaults(handler=_show)
+
     report = commands.add_parser("report", help="print the comparison table of a finished run")
     report.add_argument("out", type=Path, help="a run's output directory (holding results.json)")
     report.set_defaults(handler=_report)
@@ -173,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
 
     experiment = resolve_experiment(args.experiment)
     settings = dict(args.settings)
-    profile = experiment.profile(args.profile).with_overrides(settings)  # unknown keys and bad values: exit 2 now
+    profile = experiment.resolve(args.profile, settings)  # unknown keys and bad values: exit 2 now
     methods = resolve_methods(experiment, args.method)
     out_dir = args.out if args.out is not None else default_out_dir(experiment.name, args.profile)
     resolve_device(args.device)
@@ -273,7 +287,8 @@ def _dataset_status(name: str | None) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from warpgrad.experiments import EXPERIMENTS, METHODS
+    from warpgrad.experiments import EXPERIMENTS
+    from warpgrad.methods.registry import registered
 
     lines = ["experiments (every experiment runs every method; --set KEY=VALUE overrides a profile setting):"]
     for experiment in EXPERIMENTS.values():
@@ -282,11 +297,43 @@ def _list(args: argparse.Namespace) -> int:
         width = max(map(len, experiment.profiles))
         for name, profile in experiment.profiles.items():
             lines.append(f"    {name.ljust(width)}  {profile.description}")
-    lines.append("methods:")
-    width = max(map(len, METHODS))
-    for name, (description, _, _) in METHODS.items():
-        lines.append(f"  {name.ljust(width)}  {description}")
+    lines.append("meta-learning methods (`warpgrad show EXPERIMENT` prints their resolved options):")
+    methods = registered()
+    width = max(map(len, methods))
+    for name, info in methods.items():
+        lines.append(f"  {name.ljust(width)}  {info.description}")
     print("\n".join(lines))
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    import json
+
+    from warpgrad.engine.loop import resolve_experiment, resolve_methods
+    from warpgrad.experiments.methods import describe_config
+    from warpgrad.methods.registry import registered
+
+    experiment = resolve_experiment(args.experiment)
+    profile = experiment.resolve(args.profile, dict(args.settings))
+    methods = resolve_methods(experiment, args.method)
+    schedule = {k: getattr(profile, k) for k in ("meta_steps", "meta_batch", "eval_every", "val_tasks", "test_tasks",
+                                                   "checkpoint_every")}
+    known = registered()
+    method_options = {}
+    for name in methods:
+        if name in known and "inner_steps" in profile.options:
+            method_options[name] = describe_config(name, profile.options)
+        else:  # continual-stream methods read the experiment's options
+            method_options[name] = profile.options.get(name, "the experiment's options")
+    shown = {
+        "experiment": experiment.name,
+        "profile": profile.name,
+        "settings": profile.settings,
+        "schedule": schedule,
+        "options": {k: v for k, v in profile.options.items() if k not in method_options and k not in known},
+        "methods": method_options,
+    }
+    print(json.dumps(shown, indent=2, default=list))
     return EXIT_OK
 
 

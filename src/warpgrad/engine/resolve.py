@@ -48,5 +48,4 @@ def _check_stop_after(stop_after: int | None) -> None:
 
 def resolve_profile(experiment: Experiment, profile: str | Profile, settings: dict[str, str] | None = None) -> Profile:
     """The named profile of ``experiment`` (or ``profile`` itself) with ``--set`` overrides applied."""
-    base = profile if isinstance(profile, Profile) else experiment.profile(profile)
-    return base.with_overrides(settings) if settings else base
+    return experiment.resolve(profile, settings)

@@ -12,12 +12,22 @@ method's own options from ``profile.options[METHOD]``.
 This package holds the registry :data:`EXPERIMENTS` and :func:`get_experiment`; the types are in
 :mod:`~warpgrad.experiments.base`, the method recipes in :mod:`~warpgrad.experiments.methods` and
 each family of experiments in a module of its own. An experiment defined elsewhere can be named
-``package.module:NAME`` (see :func:`get_experiment`) or added with :func:`register_experiment`.
+``package.module:NAME`` or ``path/to/file.py:NAME`` (see :func:`get_experiment`) or added with
+:func:`register_experiment`; ``docs/extending.md`` shows how.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator
 
 from warpgrad.experiments.base import (
     PROFILE_NAMES,
@@ -95,13 +105,20 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 
 def get_experiment(name: str) -> Experiment:
-    """The registered experiment ``name``, or with ``package.module:NAME`` the :class:`Experiment`
-    ``NAME`` of that module (imported).
+    """The registered experiment ``name``; or, with ``package.module:NAME`` or
+    ``path/to/file.py:NAME``, the :class:`Experiment` ``NAME`` of that module or file (imported;
+    a module is looked up with the current directory on ``sys.path``).
+
+    Example:
+        >>> get_experiment("sine").name
+        'sine'
+        >>> get_experiment("examples/lstm_sequence.py:EXPERIMENT").name  # doctest: +SKIP
+        'lstm-sequence'
 
     Raises:
         ValueError: one line naming the problem: an unknown name (and the allowed ones), a module
-            that cannot be imported, a missing attribute (and the module's experiments), or an
-            attribute that is not an :class:`Experiment`.
+            or file that cannot be imported, a missing attribute (and the module's experiments),
+            or an attribute that is not an :class:`Experiment`.
     """
     if ":" in name:
         return _import_experiment(name)
@@ -111,26 +128,104 @@ def get_experiment(name: str) -> Experiment:
 
 
 def _import_experiment(name: str) -> Experiment:
-    """The :class:`Experiment` named by ``package.module:NAME``."""
-    module_name, _, attribute = name.partition(":")
-    if not module_name or module_name.startswith(".") or not attribute.isidentifier():
-        raise ValueError(f"experiment {name!r}: expected a registered name or package.module:NAME")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"experiment {name!r}: cannot import module {module_name!r}: {error}") from None
+    """The :class:`Experiment` named by ``package.module:NAME`` or ``path/to/file.py:NAME``.
+
+    A module is imported with the current directory on ``sys.path`` (as ``python -m`` would have
+    it, also when launched through the ``warpgrad`` console script), which is put back afterwards.
+    A file (a name ending in ``.py`` or containing a path separator) is imported with its own
+    directory on ``sys.path`` and kept in ``sys.modules`` under a name derived from its resolved
+    path (:func:`_file_module_name`), so that every process that names the same file gets the same
+    module name (``--nproc`` ranks, pickled objects) and naming it twice imports it once.
+    """
+    source, _, attribute = name.rpartition(":")  # the last ':' (a Windows path has one of its own)
+    if not source or not attribute.isidentifier():
+        raise ValueError(
+            f"experiment {name!r}: expected a registered name, package.module:NAME or path/to/file.py:NAME"
+        )
+    if source.endswith(".py") or "/" in source or os.sep in source:
+        module, where = _import_file(name, source), source
+    else:
+        if source.startswith(".") or not all(part.isidentifier() for part in source.split(".")):
+            raise ValueError(
+                f"experiment {name!r}: {source!r} is not a module name (package.module) or a .py file"
+            )
+        module, where = _import_module(name, source), source
     if not hasattr(module, attribute):
         found = sorted(k for k, v in vars(module).items() if isinstance(v, Experiment))
         raise ValueError(
-            f"experiment {name!r}: module {module_name!r} has no attribute {attribute!r}; "
+            f"experiment {name!r}: module {where!r} has no attribute {attribute!r}; "
             f"its experiments: {', '.join(found) if found else 'none'}"
         )
     experiment = getattr(module, attribute)
     if not isinstance(experiment, Experiment):
         raise ValueError(
-            f"experiment {name!r}: {module_name}.{attribute} is not an Experiment (type {type(experiment).__name__})"
+            f"experiment {name!r}: {where}:{attribute} is not an Experiment (type {type(experiment).__name__})"
         )
     return experiment
+
+
+@contextlib.contextmanager
+def _on_sys_path(directory: str) -> Iterator[None]:
+    """``directory`` at the front of ``sys.path`` for the duration (unless already there)."""
+    present = directory in sys.path or (directory == os.getcwd() and "" in sys.path)
+    if not present:
+        sys.path.insert(0, directory)
+    try:
+        yield
+    finally:
+        if not present and directory in sys.path:
+            sys.path.remove(directory)
+
+
+def _import_module(name: str, module_name: str) -> ModuleType:
+    importlib.invalidate_caches()  # a module written after this directory was first searched
+    try:
+        with _on_sys_path(os.getcwd()):
+            return importlib.import_module(module_name)
+    except (ImportError, SyntaxError) as error:
+        raise ValueError(f"experiment {name!r}: cannot import module {module_name!r}: {_one_line(error)}") from None
+
+
+def _file_module_name(path: Path) -> str:
+    """The ``sys.modules`` name of the experiment file at resolved ``path``: its stem (as an
+    identifier) and a hash of the path, e.g. ``warpgrad_file_lstm_sequence_3f2a91c0d4``."""
+    stem = re.sub(r"\W", "_", path.stem)
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    return f"warpgrad_file_{stem}_{digest}"
+
+
+def _import_file(name: str, source: str) -> ModuleType:
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ValueError(f"experiment {name!r}: no file {source!r} (relative to {os.getcwd()})")
+    if path.suffix != ".py":
+        raise ValueError(f"experiment {name!r}: {source!r} is not a .py file")
+    path = path.resolve()
+    module_name = _file_module_name(path)
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"experiment {name!r}: cannot import {source!r} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # before running it: dataclasses and pickle look it up there
+    try:
+        with _on_sys_path(str(path.parent)):
+            spec.loader.exec_module(module)
+    except (ImportError, SyntaxError) as error:
+        del sys.modules[module_name]
+        raise ValueError(f"experiment {name!r}: cannot import file {source!r}: {_one_line(error)}") from None
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, SyntaxError) and error.lineno is not None:
+        text = f"{type(error).__name__}: {error.msg} ({error.filename}, line {error.lineno})"
+    return text
 
 
 def register_experiment(experiment: Experiment) -> Experiment:

@@ -37,7 +37,9 @@ class Profile:
         """A copy with ``KEY=VALUE`` overrides applied (values parsed to the current value's type).
 
         Keys are schedule fields (``meta_steps``, ...), top-level options (``inner_steps``) or
-        nested options with dots (``warpgrad.objective``).
+        nested options with dots (``data.n_classes``). ``METHOD.FIELD`` reaches every field of a
+        registered method's config (``warpgrad.init_weight``), set in the profile or not, parsed
+        by the field's type.
         """
         schedule = {f.name: getattr(self, f.name) for f in fields(self) if f.name in SCHEDULE_FIELDS}
         options = copy.deepcopy(self.options)
@@ -47,7 +49,12 @@ class Profile:
                 if schedule[key] < 1:
                     raise ValueError(f"setting {key}={text!r}: must be >= 1")
                 continue
-            node, parts = options, key.split(".")
+            parts = key.split(".")
+            typed = _method_option(parts, text)
+            if typed is not None:
+                options[parts[0]] = {**options.get(parts[0], {}), parts[1]: typed}
+                continue
+            node = options
             for part in parts[:-1]:
                 node = node.get(part) if isinstance(node, dict) else None
                 if not isinstance(node, dict):
@@ -71,6 +78,23 @@ class Profile:
 
         walk("", self.options)
         return names
+
+
+def _method_option(parts: list[str], text: str) -> Any:
+    """``text`` parsed as option ``parts[1]`` of registered method ``parts[0]``; ``None`` when
+    ``parts[0]`` is not a registered method. An unknown field is a ValueError naming the allowed."""
+    from warpgrad.methods.registry import config_fields, parse_value, registered
+
+    methods = registered()
+    if len(parts) != 2 or parts[0] not in methods:
+        return None
+    name, field_name = parts
+    fields_ = config_fields(methods[name].config)
+    if field_name not in fields_:
+        allowed = [*SCHEDULE_FIELDS, *(f"{name}.{f}" for f in fields_)]
+        raise ValueError(f"unknown setting {'.'.join(parts)!r}; allowed: {', '.join(allowed)} "
+                         f"(and the experiment's options: see `warpgrad show`)")
+    return parse_value(f"{name}.{field_name}", text, fields_[field_name])
 
 
 def _parse_like(key: str, text: str, current: Any) -> Any:
@@ -112,7 +136,22 @@ class Experiment:
             raise ValueError(f"unknown profile {name!r} for {self.name}; allowed: {', '.join(self.profiles)}")
         return self.profiles[name]
 
+    def resolve(self, profile: str | Profile, settings: dict[str, str] | None = None) -> Profile:
+        """Profile ``profile`` (a name or a Profile) with ``--set`` overrides applied; a
+        ``METHOD.FIELD`` for a method this experiment does not run is refused."""
+        base = profile if isinstance(profile, Profile) else self.profile(profile)
+        for key in settings or {}:
+            head = key.split(".")[0]
+            if "." in key and head not in self.methods and head not in base.options:
+                from warpgrad.methods.registry import registered
+
+                if head in registered():
+                    raise ValueError(f"setting {key!r}: {self.name} does not run {head}; "
+                                     f"its methods: {', '.join(self.methods)}")
+        return base.with_overrides(settings) if settings else base
+
     def method(self, name: str) -> MethodSpec:
+        """The spec of ``name``; a ValueError (one line) when this experiment cannot run it."""
         if name not in self.methods:
             raise ValueError(f"unknown method {name!r} for {self.name}; allowed: {', '.join(self.methods)}")
         return self.methods[name]

@@ -1,78 +1,71 @@
-"""The recipes that build meta-learners for the meta-training experiments: :data:`METHODS`,
-:func:`method_specs` (every method on an experiment's network) and :func:`build_method`."""
+"""Meta-learning methods on an experiment's network, built from the method registry.
+
+:func:`method_specs` gives every registered meta-learning method (or the ones named) on the network
+``make_model(options, warps)``; each learner is built by :func:`warpgrad.methods.registry.build`
+from the profile's inner-loop options (``inner_optimizer``, ``inner_lr``, ``inner_steps``) and the
+method's typed config, whose fields the profile's ``options[METHOD]`` and ``--set METHOD.FIELD``
+override. :func:`build_method` seeds the model's initialisation.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import dataclasses
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
+from warpgrad.core.optim import make_inner_optimizer
 from warpgrad.experiments.base import Experiment, MethodSpec, Profile
-from warpgrad.functional import make_inner_optimizer
-from warpgrad.methods.base import MetaLearner, NoMetaLearning
-from warpgrad.methods.finetune import FineTune
-from warpgrad.methods.leap import Leap
-from warpgrad.methods.maml import MAML, MetaSGD
-from warpgrad.methods.reptile import Reptile
-from warpgrad.methods.tnets import TNets
-from warpgrad.methods.warpgrad import WarpGrad
+from warpgrad.methods.base import MetaLearner
+from warpgrad.methods.registry import MethodInfo, build, make_config, method_info, registered
 
 
-def _inner(o: dict[str, Any]):
+def _methods() -> dict[str, MethodInfo]:
+    return registered()
+
+
+def _inner(o: dict[str, Any]) -> Any:
+    """The profile's inner optimiser (``inner_optimizer`` at ``inner_lr``)."""
     return make_inner_optimizer(o["inner_optimizer"], lr=o["inner_lr"])
 
 
-Factory = Callable[[nn.Module, dict[str, Any]], MetaLearner]
+def resolved_config(name: str, options: dict[str, Any]) -> Any:
+    """Method ``name``'s config: its defaults, overridden by ``options[name]`` (the profile's)."""
+    return make_config(name, options.get(name, {}))
 
-#: name -> (description, uses warp layers, factory(model, options))
-METHODS: dict[str, tuple[str, bool, Factory]] = {
-    "baseline": (
-        "no meta-learning: the WarpGrad network (identity warps) adapted from its random init",
-        True, lambda m, o: NoMetaLearning(m, _inner(o), o["inner_steps"]),
-    ),
-    "warpgrad": (
-        "WarpGrad: meta-learned warp layers (+ Warp-MAML or Warp-Leap initialisation)",
-        True, lambda m, o: WarpGrad(m, _inner(o), o["inner_steps"], **o["warpgrad"]),
-    ),
-    "maml": (
-        "MAML: second-order meta-gradient through the inner loop",
-        False, lambda m, o: MAML(m, _inner(o), o["inner_steps"], **o["maml"]),
-    ),
-    "fomaml": (
-        "first-order MAML",
-        False, lambda m, o: MAML(m, _inner(o), o["inner_steps"], first_order=True, **o["fomaml"]),
-    ),
-    "metasgd": (
-        "Meta-SGD: MAML with a learned learning rate per parameter",
-        False, lambda m, o: MetaSGD(m, o["inner_steps"], inner_lr=o["inner_lr"], **o["metasgd"]),
-    ),
-    "reptile": (
-        "Reptile: move θ₀ towards the adapted parameters",
-        False, lambda m, o: Reptile(m, _inner(o), o["inner_steps"], **o["reptile"]),
-    ),
-    "leap": (
-        "Leap: shorten the task training paths",
-        False, lambda m, o: Leap(m, _inner(o), o["inner_steps"], **o["leap"]),
-    ),
-    "tnets": (
-        "T-Nets: linear warp layers and θ₀ learned by second-order MAML",
-        True, lambda m, o: TNets(m, _inner(o), o["inner_steps"], **o["tnets"]),
-    ),
-    "finetune": (
-        "fine-tuning: joint pre-training on the meta-training tasks, then adaptation",
-        False, lambda m, o: FineTune(m, _inner(o), o["inner_steps"], **o["finetune"]),
-    ),
+
+def _builder(name: str) -> Callable[[nn.Module, dict[str, Any]], MetaLearner]:
+    def make(model: nn.Module, o: dict[str, Any]) -> MetaLearner:
+        return build(name, model, _inner(o), o["inner_steps"], resolved_config(name, o), o)
+
+    return make
+
+
+#: the built-in meta-learning methods: name -> (description, uses warp layers, build(model, options))
+METHODS: dict[str, tuple[str, bool, Callable[[nn.Module, dict[str, Any]], MetaLearner]]] = {
+    name: (info.description, info.uses_warps, _builder(name)) for name, info in _methods().items()
 }
 
 
-def method_specs(make_model: Callable[[dict[str, Any], bool], nn.Module]) -> dict[str, MethodSpec]:
-    """Every method of :data:`METHODS` on the network ``make_model(options, warps)``."""
+def method_specs(
+    make_model: Callable[[dict[str, Any], bool], nn.Module], names: Iterable[str] | None = None
+) -> dict[str, MethodSpec]:
+    """The registered methods (all, or ``names``) on the network ``make_model(options, warps)``;
+    ``warps`` is True for the methods that use warp layers (baseline, WarpGrad, T-Nets)."""
+    chosen = list(_methods()) if names is None else [method_info(n).name for n in names]
 
-    def spec(description: str, warps: bool, factory: Factory) -> MethodSpec:
-        return MethodSpec(description, lambda p: factory(make_model(p.options, warps), p.options))
+    def spec(name: str) -> MethodSpec:
+        info = method_info(name)
+        make = _builder(name)
+        return MethodSpec(info.description, lambda p: make(make_model(p.options, info.uses_warps), p.options))
 
-    return {name: spec(*recipe) for name, recipe in METHODS.items()}
+    return {name: spec(name) for name in chosen}
+
+
+def describe_config(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The resolved options of registered method ``name`` as a plain dict (for ``warpgrad show``)."""
+    return dataclasses.asdict(resolved_config(name, options))
 
 
 def build_method(experiment: Experiment, method: str, profile: Profile, seed: int) -> MetaLearner:

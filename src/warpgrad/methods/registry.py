@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 import types
 import typing
 from dataclasses import dataclass
@@ -69,7 +70,6 @@ BUILTIN_MODULES = (
     "warpgrad.methods.leap",
     "warpgrad.methods.tnets",
     "warpgrad.methods.finetune",
-    "warpgrad.methods.anil",
 )
 
 
@@ -95,14 +95,25 @@ def register(
 
 
 def _load_builtins() -> None:
+    """Import the built-in methods (in :data:`BUILTIN_MODULES` order, then any other module of
+    :mod:`warpgrad.methods`, so a new method file registers itself without touching this one)."""
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
+    package = importlib.import_module("warpgrad.methods")
+    for found in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if not found.ispkg and found.name not in ("registry",):
+            importlib.import_module(f"warpgrad.methods.{found.name}")
+
+
+#: the order ``warpgrad list`` and ``--method all`` use for the built-in methods (others follow)
+ORDER = ("baseline", "warpgrad", "maml", "fomaml", "metasgd", "reptile", "leap", "tnets", "finetune")
 
 
 def registered() -> dict[str, MethodInfo]:
-    """Every registered method by name (the built-in ones first)."""
+    """Every registered method by name: :data:`ORDER` first, then in registration order."""
     _load_builtins()
-    return dict(_REGISTRY)
+    first = [n for n in ORDER if n in _REGISTRY]
+    return {n: _REGISTRY[n] for n in first + [n for n in _REGISTRY if n not in first]}
 
 
 def method_info(name: str) -> MethodInfo:
