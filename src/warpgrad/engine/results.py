@@ -102,6 +102,34 @@ def merge_results(
     return results
 
 
+class ResultsRecord:
+    """A run's ``results.json``, the one path every runner records through.
+
+    Created before any work, it checks that the file (if any) belongs to this experiment,
+    profile, seed and settings; :meth:`add` re-reads it, merges finished methods' entries and
+    writes it atomically, so an interrupted run keeps the methods it completed.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, experiment: str, profile: Any, seed: int, **info: Any):
+        self.path = Path(out_dir) / RESULTS_FILE
+        self.info = {"experiment": experiment, "profile": profile.name, "seed": seed, "settings": profile.settings,
+                     **info}
+        self.results = load_results(self.path)
+        check_compatible(self.results, self.info, self.path)
+
+    def add(self, entries: dict[str, dict[str, Any]], write: bool = True, **info: Any) -> dict[str, Any]:
+        """Merge ``entries`` (method -> entry) into the file; ``info`` updates the run's fields
+        (``metric``, ``lower_is_better``). Returns the merged results (written when ``write``;
+        other ranks of a distributed run merge into their copy)."""
+        self.info.update(info)
+        existing = load_results(self.path) if write else self.results  # a writer merges into what is on disk now
+        check_compatible(existing, self.info, self.path)
+        self.results = merge_results(existing, self.info, entries)
+        if write:
+            write_results(self.path, self.results)
+        return self.results
+
+
 def write_results(path: str | os.PathLike, results: dict[str, Any]) -> None:
     """Write ``results`` as indented JSON, atomically. Non-finite floats become ``null``."""
     atomic_write_text(path, json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from warpgrad.distributed import Cluster, check_precision
 from warpgrad.engine.plots import plot_learning_curves
 from warpgrad.engine.resolve import _check_stop_after, resolve_experiment, resolve_methods, resolve_profile
-from warpgrad.engine.results import RESULTS_FILE, check_compatible, load_results, merge_results, write_results
+from warpgrad.engine.results import ResultsRecord
 from warpgrad.engine.seeding import check_seed
 from warpgrad.engine.training import PLOT_FILE, initialize_checkpoint, load_run_checkpoint, train
 from warpgrad.experiments import Experiment
@@ -61,13 +61,11 @@ def run(
     check_precision(precision)
     _check_stop_after(stop_after)
     out_dir = default_out_dir(exp.name, prof.name) if out_dir is None else Path(out_dir)
-    results_path = out_dir / RESULTS_FILE
-    run_info = {"experiment": exp.name, "profile": prof.name, "seed": seed, "settings": prof.settings}
     if resume:
         for name in names:
             load_run_checkpoint(exp, name, prof, seed, out_dir)
-    results = load_results(results_path)
-    check_compatible(results, run_info, results_path)
+    record = ResultsRecord(out_dir, exp.name, prof, seed)
+    results = None
     cluster = Cluster() if cluster is None else cluster
     if not resume:
         for name in names:
@@ -80,9 +78,8 @@ def run(
         )
         if entry is None:
             return None
-        run_info.update(metric=entry["metric"], lower_is_better=entry["lower_is_better"])
-        results = merge_results(results, run_info, {name: entry})
+        results = record.add({name: entry}, write=cluster.is_main, metric=entry["metric"],
+                             lower_is_better=entry["lower_is_better"])
         if cluster.is_main:
-            write_results(results_path, results)
             plot_learning_curves(results, out_dir / PLOT_FILE)
     return results

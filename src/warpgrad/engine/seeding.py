@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-from warpgrad.tasks.base import SeededTask, Task, TaskFamily
+from warpgrad.tasks.base import Task, TaskFamily, with_own_seed
 
 TASK_SEED_OFFSET = 0
 STEP_SEED_OFFSET = 1
@@ -86,6 +86,5 @@ class _TaskPrefetcher:
 def _seeded(tasks: list[Task], batch_seeds: list[int], device: torch.device) -> list[Task]:
     """Each task drawing its batches from a fresh generator of its own seed, on ``device``."""
     return [
-        SeededTask(t, _generator(s), device) if isinstance(t, Task) else t  # type: ignore[misc]
-        for t, s in zip(tasks, batch_seeds, strict=True)
+        with_own_seed(t, _generator(s), device) for t, s in zip(tasks, batch_seeds, strict=True)
     ]

@@ -36,13 +36,10 @@ from tqdm import tqdm
 from warpgrad.continual.metrics import plot_accuracy_matrix, summarize
 from warpgrad.engine.results import (
     RESULTS_FILE,
-    check_compatible,
+    ResultsRecord,
     format_table,
-    load_results,
     mean_ci95,
     mean_ci95_entry,
-    merge_results,
-    write_results,
 )
 from warpgrad.engine.threads import torch_threads
 
@@ -93,18 +90,12 @@ def run_streams(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     o = profile.options
-    run_info = {"experiment": experiment.name, "profile": profile.name, "seed": seed, "settings": profile.settings}
-    path = out_dir / RESULTS_FILE
-    check_compatible(load_results(path), run_info, path)  # before minutes of work, not after
+    record = ResultsRecord(out_dir, experiment.name, profile, seed)  # checked before minutes of work
     entries: dict[str, dict[str, Any]] = {}
     with torch_threads(o.get("threads")):
         for method in methods:
             entries[method] = _run_method(experiment, method, profile, seed, out_dir, progress)
-    existing = load_results(path)
-    check_compatible(existing, run_info, path)
-    results = merge_results(existing, run_info, entries)
-    write_results(path, results)
-    return results
+    return record.add(entries)
 
 
 def _run_method(experiment: Any, method: str, profile: Any, seed: int, out_dir: Path, progress: bool) -> dict:

@@ -35,7 +35,7 @@ from warpgrad.engine.seeding import (
 )
 from warpgrad.experiments import Experiment, Profile, build_method
 from warpgrad.methods.base import MetaLearner
-from warpgrad.tasks.base import Task, TaskFamily, family_split
+from warpgrad.tasks.base import Task, TaskFamily, family_split, shardable
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.csv"
@@ -111,9 +111,9 @@ class _Run:
         family = experiment.make_family(profile)
         seeds = _task_seeds(_generator(VAL_SEED_OFFSET + seed), profile.val_tasks)
         val_tasks = _sample_tasks(family_split(family, "val"), seeds, cluster.shard(profile.val_tasks))
-        if cluster.distributed and val_tasks and not isinstance(val_tasks[0], Task):
+        if cluster.distributed and val_tasks and not shardable(val_tasks[0]):
             raise ValueError(
-                f"{experiment.name}'s tasks are not train_batch/test_batch tasks; its meta-batches cannot be "
+                f"{experiment.name}'s tasks are sequences their learner walks itself; its meta-batches cannot be "
                 "split across processes: run it in one process"
             )
         return cls(

@@ -131,6 +131,23 @@ class SeededTask:
         return getattr(self.task, name)
 
 
+def with_own_seed(task: Any, generator: torch.Generator, device: torch.device | str | None = None) -> Any:
+    """``task`` drawing its data from its own ``generator``, on ``device``: the task's own
+    ``seeded(generator, device)`` when it defines one, else a :class:`SeededTask`.
+
+    A task whose learner draws its batches itself (a continual sequence: its learner walks the
+    experiences) defines ``seeded`` to return itself and ``shardable = False``: the engine then
+    refuses to split its meta-batches across processes.
+    """
+    own = getattr(task, "seeded", None)
+    return own(generator, device) if callable(own) else SeededTask(task, generator, device)
+
+
+def shardable(task: Any) -> bool:
+    """Whether a meta-batch of such tasks may be split across processes (default: yes)."""
+    return bool(getattr(task, "shardable", True))
+
+
 def sample_tasks(family: TaskFamily, n: int, generator: torch.Generator) -> list[Task]:
     """``n`` tasks drawn in order from ``family`` with ``generator``."""
     return [family.sample(generator) for _ in range(n)]

@@ -89,10 +89,18 @@ class Stream:
 
 @dataclass
 class SineStream(Stream):
-    """A continual sine stream: one sinusoid ``y = amplitude · sin(x − phase)`` for all experiences."""
+    """A continual sine stream: one sinusoid ``y = amplitude · sin(x − phase)`` for all experiences.
+
+    As a task of the engine it is a sequence its learner walks itself (continual WarpGrad draws its
+    minibatches), so it is its own seeded task and cannot be split across processes.
+    """
 
     amplitude: float = 0.0
     phase: float = 0.0
+    shardable = False
+
+    def seeded(self, generator: torch.Generator, device: torch.device | str | None = None) -> SineStream:
+        return self
 
 
 def _check_arrays(name: str, arrays: Arrays) -> Arrays:

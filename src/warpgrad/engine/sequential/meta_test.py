@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from warpgrad.methods.continual.oml import TrajectoryMetaLearner, reset_head
+from warpgrad.methods.continual.oml import reset_head
 
 VAL_SEED_OFFSET = 1_000_000
 TEST_SEED_OFFSET = 2_000_000
@@ -78,10 +78,11 @@ def linear_head_meta_test(
 
 
 def _fast_head(learner: Any) -> bool:
-    """Whether ``learner``'s meta-test is :func:`linear_head_meta_test` on its frozen features."""
+    """Whether ``learner``'s meta-test is :func:`linear_head_meta_test` on its frozen features:
+    a learner with ``frozen_features`` and a linear head trained by cross-entropy."""
     return (
-        isinstance(learner, TrajectoryMetaLearner)
-        and type(learner.head) is nn.Linear
+        callable(getattr(learner, "frozen_features", None))
+        and type(getattr(learner, "head", None)) is nn.Linear
         and learner.loss_fn is F.cross_entropy
     )
 

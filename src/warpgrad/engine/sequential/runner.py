@@ -19,13 +19,10 @@ from tqdm import tqdm
 from warpgrad.continual.metrics import plot_accuracy_vs_classes
 from warpgrad.engine.results import (
     RESULTS_FILE,
-    check_compatible,
+    ResultsRecord,
     format_table,
-    load_results,
     mean_ci95,
     mean_ci95_entry,
-    merge_results,
-    write_results,
 )
 from warpgrad.engine.sequential.meta_test import evaluate, parse_lr_grid
 from warpgrad.engine.sequential.sampling import TrajectorySampler
@@ -149,13 +146,7 @@ def _run(experiment: Any, methods: list[str], profile: Any, seed: int, out_dir: 
     o = profile.options
     dataset = experiment.load_data(profile)  # a missing dataset fails here, before anything is written
     classes = meta_train_classes(dataset, o, seed)
-    run_info = {
-        "experiment": experiment.name, "profile": profile.name, "seed": seed, "settings": profile.settings,
-        "metric": METRIC, "lower_is_better": False,
-    }
-    path = out_dir / RESULTS_FILE
-    existing = load_results(path)
-    check_compatible(existing, run_info, path)
+    record = ResultsRecord(out_dir, experiment.name, profile, seed, metric=METRIC, lower_is_better=False)
     streams: dict[tuple[str, int], list[Any]] = {}
     entries: dict[str, dict[str, Any]] = {}
     for method in methods:
@@ -169,7 +160,7 @@ def _run(experiment: Any, methods: list[str], profile: Any, seed: int, out_dir: 
                                         torch.Generator().manual_seed(seed))
             losses = meta_train(
                 learner, sampler, profile.meta_steps,
-                reset_class_row=bool(o["reset_class_row"]) and getattr(learner, "name", "") in ("oml", "anml"),
+                reset_class_row=bool(o["reset_class_row"]) and getattr(learner, "resets_class_row", False),
                 progress=progress, desc=f"{experiment.name}/{method}",
             )
         trained = time.perf_counter()
@@ -200,9 +191,8 @@ def _run(experiment: Any, methods: list[str], profile: Any, seed: int, out_dir: 
                 },
             },
         }
-    results = merge_results(existing, run_info, entries)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_results(path, results)
+    results = record.add(entries)
     plot(results, out_dir / PLOT_FILE)
     return results
 

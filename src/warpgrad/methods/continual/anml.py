@@ -87,6 +87,7 @@ class ANML(TrajectoryMetaLearner):
     """
 
     name = "anml"
+    resets_class_row = True  # meta-training zeroes the trajectory class's head row first (both papers' code)
 
     def __init__(
         self,

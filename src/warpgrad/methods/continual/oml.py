@@ -235,6 +235,7 @@ class OML(TrajectoryMetaLearner):
     """
 
     name = "oml"
+    resets_class_row = True  # meta-training zeroes the trajectory class's head row first (both papers' code)
 
     def __init__(
         self,
