@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Meta-train methods on an experiment, evaluate them on held-out tasks and write "
         "results.json, learning_curves.png and per-method metrics.csv and checkpoint.pt.",
     )
-    run.add_argument("experiment", help="experiment name (see `warpgrad list`)")
+    run.add_argument("experiment", help="experiment name (see `warpgrad list`), or module:NAME / file.py:NAME "
+                     "for an experiment of your own")
     run.add_argument(
         "--method",
         default="all",
@@ -76,16 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="stop after N meta-steps in this invocation, checkpointed (continue with --resume)",
     )
-    run.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        default=[],
-        type=_setting,
-        metavar="KEY=VALUE",
-        help="override a profile setting, e.g. --set ways=20 --set warpgrad.objective=first_order "
-        "(repeatable; an unknown KEY lists the allowed ones)",
-    )
+    _add_set_argument(run)
     run.add_argument(
         "--device", default="cpu", choices=DEVICES, help="where models, batches and meta-gradients live (default: cpu)"
     )
@@ -119,14 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("experiment", help="experiment name (see `warpgrad list`) or module:NAME")
     show.add_argument("--profile", default="quick", help="smoke, quick or paper (default: quick)")
     show.add_argument("--method", default="all", metavar="M[,M...]|all", help="methods to show (default: all)")
-    show.add_argument("--set", dest="settings", action="append", default=[], type=_setting, metavar="KEY=VALUE",
-                      help="override a setting, as for run")
+    _add_set_argument(show)
     show.set_defaults(handler=_show)
 
     report = commands.add_parser("report", help="print the comparison table of a finished run")
     report.add_argument("out", type=Path, help="a run's output directory (holding results.json)")
     report.set_defaults(handler=_report)
     return parser
+
+
+def _add_set_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        type=_setting,
+        metavar="KEY=VALUE",
+        help="override a profile setting or any method option, e.g. --set ways=20 --set warpgrad.objective=first_order "
+        "--set warpgrad.init_weight=0.5 (repeatable; an unknown KEY lists the allowed ones)",
+    )
 
 
 def _setting(text: str) -> tuple[str, str]:

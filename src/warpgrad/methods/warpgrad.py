@@ -62,7 +62,7 @@ from warpgrad.core.batching import batching_allowed
 from warpgrad.core.optim import InnerOptimizer
 from warpgrad.core.replay import ReservoirBuffer, TrajectoryPoint
 from warpgrad.core.shell import LOCAL, META_OPTIMIZERS, MetaGradients, Reduction
-from warpgrad.core.tree import Params, State, tree_stack
+from warpgrad.core.tree import Params, State, same_shapes, tree_stack
 from warpgrad.methods.base import MetaLearner, task_loss
 from warpgrad.methods.leap import LeapPath, run_trajectory
 from warpgrad.methods.maml import maml_gradient
@@ -317,8 +317,7 @@ class WarpGrad(MetaLearner):
         _, phi = self.parameters_by_role()
         batches = self._point_batches(points, tasks, generator)
         loss_fns = {loss_function(tasks[p.task]) for p in points}
-        shapes = {_shapes(b) for b in batches}
-        if self.batched and len(points) > 1 and len(shapes) == 1 and len(loss_fns) == 1:
+        if self.batched and len(points) > 1 and same_shapes(batches) and len(loss_fns) == 1:
             task = tasks[points[0].task]
             theta = tree_stack([p.theta for p in points])
             state = tree_stack([p.state for p in points])
@@ -378,16 +377,6 @@ class WarpGrad(MetaLearner):
         if self.algorithm == "offline":
             return algorithm_2_offline(self, tasks, generator, reduction, apply, warp_updates)
         return algorithm_1_online(self, tasks, generator, reduction, apply)
-
-
-def _shapes(tree: Any) -> Any:
-    if isinstance(tree, Tensor):
-        return tuple(tree.shape)
-    if isinstance(tree, (list, tuple)):
-        return tuple(_shapes(t) for t in tree)
-    if isinstance(tree, dict):
-        return tuple((k, _shapes(v)) for k, v in tree.items())
-    return None
 
 
 register(
