@@ -17,7 +17,7 @@ from warpgrad.core.optim import sgd
 from warpgrad.core.unroll import unroll
 from warpgrad.engine.threads import torch_threads
 from warpgrad.functional import Params, functional_apply
-from warpgrad.methods.base import check_no_running_statistics, make_meta_optimizer
+from warpgrad.methods.base import check_no_running_statistics
 from warpgrad.methods.continual.oml import Loss, TrajectoryMetaLearner, reset_head
 
 # ------------------------------------------------------------------------------ baselines
@@ -140,7 +140,7 @@ class Pretrain(TrajectoryMetaLearner):
         self.model = _Classifier(rln, head)
         check_no_running_statistics(self.model)
         self.rln, self.head, self.inner_lr, self.loss_fn = rln, head, test_lr, loss_fn
-        self.meta_optimizer = make_meta_optimizer(optimizer, self.meta_parameters(), lr)
+        self.init_shell(optimizer, lr)
 
     def meta_parameters(self) -> list[Tensor]:
         return list(self.model.parameters())

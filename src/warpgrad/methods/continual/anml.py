@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from warpgrad.functional import Params, functional_apply
-from warpgrad.methods.base import check_no_running_statistics, make_meta_optimizer
+from warpgrad.methods.base import check_no_running_statistics
 from warpgrad.methods.continual.oml import (
     Loss,
     TrajectoryMetaLearner,
@@ -110,7 +110,7 @@ class ANML(TrajectoryMetaLearner):
         check_no_running_statistics(self.model)
         self.nm, self.feature_net, self.head = nm, features, head
         self.inner_lr, self.inner, self.first_order, self.loss_fn = inner_lr, inner, first_order, loss_fn
-        self.meta_optimizer = make_meta_optimizer(meta_optimizer, self.meta_parameters(), meta_lr)
+        self.init_shell(meta_optimizer, meta_lr)
 
     def meta_parameters(self) -> list[Tensor]:
         """ν (NM), then the prediction network's initialisation θ (features) and W (head)."""

@@ -42,10 +42,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from warpgrad.core.optim import sgd
+from warpgrad.core.shell import MetaShell
 from warpgrad.core.unroll import unroll
 from warpgrad.functional import Params, functional_apply
 from warpgrad.layers import BatchNorm
-from warpgrad.methods.base import check_no_running_statistics, make_meta_optimizer, step_along
+from warpgrad.methods.base import check_no_running_statistics
 
 Loss = Callable[[Tensor, Tensor], Tensor]
 
@@ -154,15 +155,26 @@ def reset_head(head: nn.Module, how: str) -> Params:
 
 
 class TrajectoryMetaLearner:
-    """The shell OML and ANML share: ``meta_loss`` on one (trajectory, remember) sample is
-    differentiated w.r.t. ``meta_parameters()`` and handed to the meta-optimiser; checkpoints
-    hold the model and the meta-optimiser."""
+    """What OML, ANML and the pre-training baseline share: ``meta_loss`` on one (trajectory,
+    remember) sample is differentiated w.r.t. ``meta_parameters()``; a
+    :class:`~warpgrad.core.shell.MetaShell` (built by :meth:`init_shell`) applies the gradient
+    and holds the checkpoint state."""
 
     model: nn.Module
     head: nn.Module
-    meta_optimizer: torch.optim.Optimizer
+    shell: MetaShell
     inner_lr: float
     loss_fn: Loss
+
+    def init_shell(self, meta_optimizer: str, meta_lr: float) -> None:
+        """The meta-shell over ``self.model``, with one group of :meth:`meta_parameters`."""
+        self.shell = MetaShell(self.model)
+        self.shell.add_group("meta", {str(i): p for i, p in enumerate(self.meta_parameters())}, meta_optimizer,
+                             meta_lr)
+
+    @property
+    def meta_optimizer(self) -> torch.optim.Optimizer:
+        return self.shell.optimizer("meta")
 
     def meta_parameters(self) -> list[Tensor]:
         raise NotImplementedError
@@ -183,7 +195,7 @@ class TrajectoryMetaLearner:
     ) -> dict[str, float]:
         """One meta-update (Adam by default) on one (trajectory, remember) sample."""
         grads, loss = self.meta_gradient(trajectory_x, trajectory_y, remember_x, remember_y)
-        step_along(self.meta_optimizer, self.meta_parameters(), grads)
+        self.shell.apply("meta", grads)
         return {"meta_loss": float(loss)}
 
     def meta_test(
@@ -214,11 +226,10 @@ class TrajectoryMetaLearner:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
+        return self.shell.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        self.shell.load_state_dict(state)
 
 
 class OML(TrajectoryMetaLearner):
@@ -256,7 +267,7 @@ class OML(TrajectoryMetaLearner):
         self.rln, self.head = rln, head
         self.inner_lr, self.first_order, self.learn_head_init = inner_lr, first_order, learn_head_init
         self.loss_fn = loss_fn
-        self.meta_optimizer = make_meta_optimizer(meta_optimizer, self.meta_parameters(), meta_lr)
+        self.init_shell(meta_optimizer, meta_lr)
 
     def meta_parameters(self) -> list[Tensor]:
         """ψ (RLN) and, with ``learn_head_init``, the initial head W."""

@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from warpgrad.core.shell import LOCAL, Reduction
+from warpgrad.core.shell import LOCAL, MetaShell, Reduction
 from warpgrad.core.unroll import unroll
 from warpgrad.functional import InnerOptimizer, Params, combine, detach, functional_apply, partition
-from warpgrad.methods.base import check_no_running_statistics, make_meta_optimizer, step_along
+from warpgrad.methods.base import check_no_running_statistics
 from warpgrad.methods.warpgrad import OBJECTIVES, warp_objective
 
 
@@ -85,7 +85,8 @@ class ContinualWarpGrad:
             raise ValueError("ContinualWarpGrad needs a model with at least one warpgrad.Warp layer; found none")
         self.model, self.inner_optimizer, self.steps = model, inner_optimizer, steps
         self.objective, self.batch_size, self.loss_fn = objective, batch_size, loss_fn
-        self.meta_optimizer = make_meta_optimizer(meta_optimizer, list(phi.values()), warp_lr)
+        self.shell = MetaShell(model)
+        self.shell.add_group("warp", phi, meta_optimizer, warp_lr)
 
     def train_sequence(
         self,
@@ -152,7 +153,7 @@ class ContinualWarpGrad:
             _, loss, points = self.train_sequence(sequence, generator, meta_gradient=total)
             loss_sum += loss
             count += points
-        step_along(self.meta_optimizer, list(phi.values()), [g / count for g in total], reduction)
+        self.shell.apply("warp", [g / count for g in total], reduction)
         return {"warp_loss": loss_sum / count}
 
     @torch.no_grad()
@@ -190,11 +191,10 @@ class ContinualWarpGrad:
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
+        return self.shell.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        self.shell.load_state_dict(state)
 
 
 class SequentialBaseline(ContinualWarpGrad):
