@@ -7,7 +7,7 @@ Gaussian sequences and the target of a sequence is
     y = Σ_t w_t (v · x_t) + noise,     w_t = ρ^(T−1−t) (normalised),
 
 with a task-specific direction ``v`` (a random unit vector) and memory ``ρ ~ U[0.3, 0.95]``
-(how far back the task looks). Targets have unit variance, so an MSE of 1 is "predict zero".
+(how far back the task looks). Targets have about unit variance, so an MSE of 1 is "predict zero".
 A task has a small training set (minibatches of it are its training batches) and a held-out
 test set; the reported metric is the held-out MSE after a few steps of SGD from the meta-learned
 starting point. The tasks share their structure (a decaying read-out of a linear projection),
@@ -16,8 +16,8 @@ only needs its read-out adapted.
 
 The network is an ``nn.LSTM`` body, a ``warpgrad.Warp`` layer (meta-learned, frozen during
 adaptation; only in the networks of the methods that use warps) and a linear head. ``vmap``
-cannot batch an LSTM, so the tasks of a meta-batch run one at a time (with one warning saying
-so): batching is an optimisation, the results are the same.
+cannot batch an LSTM, so the tasks of a meta-batch run one at a time (a warning says so when a
+learner is built): batching is an optimisation, the results are the same.
 
 Run it in either of two ways (from the repository root):
 
@@ -28,9 +28,22 @@ Run it in either of two ways (from the repository root):
 command line: ``--resume``, ``--stop-after N``, ``--set inner_lr=0.3``, ``--nproc 2``, ``--seed``;
 ``warpgrad show examples/lstm_sequence.py:EXPERIMENT --profile quick`` prints the resolved options.
 
-What ``python examples/lstm_sequence.py --profile quick`` printed (2 CPU cores, about 80 s):
+What ``OMP_NUM_THREADS=1 python examples/lstm_sequence.py --profile quick`` printed on a 2-core
+machine whose other core was busy with another job (2 min 8 s wall-clock in all, imports included):
 
-    TODO
+    lstm-sequence (quick profile, seed 0): test mse (lower is better)
+    method    mse (mean ± 95% CI)  tasks  steps   time
+    --------------------------------------------------
+    baseline       0.9339 ± 0.027    100    150   2.8s
+    maml           0.1362 ± 0.017    100    150  56.3s
+    warpgrad       0.2455 ± 0.026    100    150  55.5s
+
+Both meta-learners cut the held-out MSE of 5 SGD steps from 0.93 (the baseline barely moves from
+"predict zero") to 0.14 (MAML) and 0.25 (WarpGrad, Warp-Leap); MAML, which backpropagates through
+those 5 steps, wins at this short horizon. ``OMP_NUM_THREADS=1`` matters on a shared machine: these
+models are far too small for intra-op threads (on an idle machine two threads were no faster: MAML
+took 58 s), and with two threads on two cores that another job also uses, the threads wait on each
+other: the same run was 25 to 65 times slower.
 """
 
 from __future__ import annotations
@@ -45,7 +58,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 import warpgrad
-from warpgrad.engine import format_table
+from warpgrad.engine import default_out_dir, format_table
 from warpgrad.experiments import Experiment, Profile, method_specs
 
 METHODS = ["baseline", "maml", "warpgrad"]
@@ -102,8 +115,16 @@ class WeightedSumFamily:
     metric_name = "mse"
     lower_is_better = True
 
-    def __init__(self, length: int, dim: int, train_size: int, batch_size: int, test_size: int,
-                 noise: float = 0.1, memory: tuple[float, float] = (0.3, 0.95)):
+    def __init__(
+        self,
+        length: int,
+        dim: int,
+        train_size: int,
+        batch_size: int,
+        test_size: int,
+        noise: float = 0.1,
+        memory: tuple[float, float] = (0.3, 0.95),
+    ):
         if batch_size > train_size:
             raise ValueError(f"batch_size ({batch_size}) must be at most train_size ({train_size})")
         self.length, self.dim, self.noise, self.memory = length, dim, noise, memory
@@ -147,6 +168,12 @@ class SequenceRegressor(nn.Module):
         return self.head(h)
 
 
+def make_family(profile: Profile) -> WeightedSumFamily:
+    """The experiment's tasks, at the sizes of ``profile`` (so ``--set length=20`` changes them)."""
+    o = profile.options
+    return WeightedSumFamily(o["length"], o["dim"], o["train_size"], o["batch_size"], o["test_size"])
+
+
 def make_model(options: dict[str, Any], warps: bool) -> nn.Module:
     """The experiment's network; ``warps`` is True for the methods that meta-learn warp layers
     (and for the baseline, whose identity warp changes nothing)."""
@@ -155,44 +182,65 @@ def make_model(options: dict[str, Any], warps: bool) -> nn.Module:
 
 # ----------------------------------------------------------------------------------- experiment
 
-# Everything here can be overridden from the command line: --set inner_lr=0.3,
-# --set warpgrad.warp_lr=3e-3, --set meta_steps=500, ...
+# Every option can be overridden from the command line: --set inner_lr=0.3, --set warpgrad.warp_lr=3e-3,
+# --set meta_steps=500, ... The learning rates were chosen on the validation tasks (val_mse in each
+# method's metrics.csv) after 150 meta-steps: inner_lr 0.1 over 0.3 (MAML 0.125 vs 0.172, Warp-Leap
+# 0.215 vs 0.291); MAML's meta_lr 1e-2 over 3e-3 (0.125 vs 0.263); Warp-Leap's warp_lr/init_lr 1e-2/3e-2
+# over 1e-2/1e-2, 1e-3/1e-2 and 3e-3/3e-3 (0.208 vs 0.215, 0.218, 0.359). Warp-MAML ("init": "maml")
+# reached 0.143 but took twice as long per meta-step.
 QUICK_OPTIONS: dict[str, Any] = {
-    "length": 10,
-    "dim": 4,
-    "hidden": 32,
+    "length": 8,  # T
+    "dim": 4,  # d
+    "hidden": 16,
     "train_size": 40,
     "batch_size": 20,
     "test_size": 100,
     "inner_optimizer": "sgd",
-    "inner_lr": 0.3,
+    "inner_lr": 0.1,
     "inner_steps": 5,
-    "maml": {"meta_optimizer": "adam", "meta_lr": 3e-3},
-    "warpgrad": {"meta_optimizer": "adam", "warp_lr": 3e-3, "init_lr": 3e-3, "init": "leap"},
+    "maml": {"meta_optimizer": "adam", "meta_lr": 1e-2},
+    "warpgrad": {"meta_optimizer": "adam", "warp_lr": 1e-2, "init_lr": 3e-2, "init": "leap"},
 }
 
-SMOKE_OPTIONS: dict[str, Any] = {**QUICK_OPTIONS, "length": 4, "dim": 2, "hidden": 8, "train_size": 8,
-                                 "batch_size": 4, "test_size": 8, "inner_steps": 2}
+SMOKE_OPTIONS: dict[str, Any] = {
+    **QUICK_OPTIONS,  # the same methods and learning rates on tiny tasks
+    "length": 4,
+    "dim": 2,
+    "hidden": 8,
+    "train_size": 8,
+    "batch_size": 4,
+    "test_size": 8,
+    "inner_steps": 2,
+}
 
 EXPERIMENT = Experiment(
     name="lstm-sequence",
     description="Few-shot sequence regression with an LSTM: a task-specific decaying read-out of a noisy sequence.",
     profiles={
         "smoke": Profile(
-            "smoke", "seconds: 3 meta-steps of 2 tasks on tiny sequences (tests)",
-            meta_steps=3, meta_batch=2, eval_every=2, val_tasks=2, test_tasks=4, checkpoint_every=1,
+            "smoke",
+            "seconds: 3 meta-steps of 2 tasks on tiny sequences (tests)",
+            meta_steps=3,
+            meta_batch=2,  # tasks per meta-step
+            eval_every=2,  # meta-steps between evaluations on validation tasks
+            val_tasks=2,
+            test_tasks=4,  # held-out tasks of the final evaluation (results.json)
+            checkpoint_every=1,
             options=SMOKE_OPTIONS,
         ),
         "quick": Profile(
-            "quick", "about a minute and a half on 2 CPU cores: 300 meta-steps of 4 tasks, 100 test tasks",
-            meta_steps=300, meta_batch=4, eval_every=50, val_tasks=20, test_tasks=100, checkpoint_every=50,
+            "quick",
+            "about two minutes on 2 CPU cores: 150 meta-steps of 4 tasks, 100 test tasks",
+            meta_steps=150,
+            meta_batch=4,
+            eval_every=25,
+            val_tasks=20,
+            test_tasks=100,
+            checkpoint_every=25,
             options=QUICK_OPTIONS,
         ),
     },
-    make_family=lambda p: WeightedSumFamily(
-        p.options["length"], p.options["dim"], p.options["train_size"], p.options["batch_size"],
-        p.options["test_size"],
-    ),
+    make_family=make_family,
     methods=method_specs(make_model, names=METHODS),
 )
 
@@ -203,9 +251,9 @@ EXPERIMENT = Experiment(
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick", choices=list(EXPERIMENT.profiles))
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/lstm-sequence-PROFILE)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/lstm-sequence-PROFILE)")
     args = parser.parse_args(argv)
-    out = args.out if args.out is not None else Path("runs") / f"lstm-sequence-{args.profile}"
+    out = args.out if args.out is not None else default_out_dir(EXPERIMENT.name, args.profile)
     start = time.perf_counter()
     results = warpgrad.engine.run(EXPERIMENT, METHODS, profile=args.profile, seed=0, out_dir=out)
     print(format_table(results))

@@ -19,21 +19,34 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from warpgrad.cli import main
 from warpgrad.engine import run
 from warpgrad.experiments import Experiment, get_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "lstm_sequence.py"
+EXAMPLES = ROOT / "examples"
+EXAMPLE = EXAMPLES / "lstm_sequence.py"
 METHODS = ["baseline", "maml", "warpgrad"]
 WARPGRAD_SCRIPT = Path(sys.executable).with_name("warpgrad")  # the console script of this environment
 
 pytestmark = pytest.mark.filterwarnings("ignore:tasks are processed one at a time")  # the LSTM: no vmap
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread here, as in the subprocesses (``OMP_NUM_THREADS=1``): the models are tiny, and
+    two threads on two cores shared with another job wait on each other (measured: 25-65x slower)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _example() -> Experiment:
@@ -76,15 +89,11 @@ def test_warpgrad_run_names_a_file_or_a_module_of_the_current_directory(tmp_path
     """Both at once (two cores): the file form through ``python -m warpgrad`` from the repository
     root, the module form through the console script from examples/."""
     common = ["--profile", "smoke", "--no-progress"]
-    by_file = subprocess.Popen(
-        [sys.executable, "-m", "warpgrad", "run", "examples/lstm_sequence.py:EXPERIMENT", *common,
-         "--out", str(tmp_path / "file")],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    by_module = subprocess.Popen(
-        [str(WARPGRAD_SCRIPT), "run", "lstm_sequence:EXPERIMENT", *common, "--out", str(tmp_path / "module")],
-        cwd=ROOT / "examples", env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    file_form = [sys.executable, "-m", "warpgrad", "run", "examples/lstm_sequence.py:EXPERIMENT"]
+    module_form = [str(WARPGRAD_SCRIPT), "run", "lstm_sequence:EXPERIMENT"]
+    pipes = {"env": _env(), "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    by_file = subprocess.Popen([*file_form, *common, "--out", str(tmp_path / "file")], cwd=ROOT, **pipes)
+    by_module = subprocess.Popen([*module_form, *common, "--out", str(tmp_path / "module")], cwd=EXAMPLES, **pipes)
     for process in (by_file, by_module):
         stdout, stderr = process.communicate(timeout=240)
         assert process.returncode == 0, stderr[-3000:]
@@ -94,38 +103,51 @@ def test_warpgrad_run_names_a_file_or_a_module_of_the_current_directory(tmp_path
         assert results["experiment"] == "lstm-sequence" and list(results["methods"]) == METHODS
         assert all(len(entry["per_task"]) == 4 for entry in results["methods"].values())
     # the same experiment, seed and profile: the same numbers, whichever way it was named
-    assert _per_task(tmp_path / "file") == pytest.approx(_per_task(tmp_path / "module"), rel=1e-6)
+    by_file, by_module = _per_task(tmp_path / "file"), _per_task(tmp_path / "module")
+    for m in METHODS:
+        assert by_file[m] == pytest.approx(by_module[m], rel=1e-6), m
 
 
-def test_killed_command_line_run_resumes_to_the_uninterrupted_result(tmp_path):
-    settings = {"meta_steps": "40"}
-    run(_example(), ["warpgrad"], "smoke", 0, tmp_path / "whole", settings=settings, progress=False)
-
-    out = tmp_path / "killed"
-    command = [str(WARPGRAD_SCRIPT), "run", "lstm_sequence:EXPERIMENT", "--profile", "smoke", "--method", "warpgrad",
-               "--set", "meta_steps=40", "--out", str(out), "--no-progress"]
-    process = subprocess.Popen(command, cwd=ROOT / "examples", env=_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    checkpoint = out / "warpgrad" / "checkpoint.pt"
+def test_killed_command_line_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys):
+    """SIGKILL a ``warpgrad run lstm_sequence:EXPERIMENT`` (console script, from examples/) after its
+    first checkpoint past step 0; ``--resume`` (here in-process, through the same CLI) finishes it."""
+    arguments = ["run", "lstm_sequence:EXPERIMENT", "--profile", "smoke", "--method", "warpgrad"]
+    arguments += ["--set", "meta_steps=40", "--out", str(tmp_path / "killed"), "--no-progress"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    process = subprocess.Popen([str(WARPGRAD_SCRIPT), *arguments], cwd=EXAMPLES, env=_env(), **quiet)
+    # the uninterrupted run, on the other core while the command starts up
+    uninterrupted = (_example(), ["warpgrad"], "smoke", 0, tmp_path / "whole")
+    options = {"settings": {"meta_steps": "40"}, "progress": False}
+    whole = threading.Thread(target=run, args=uninterrupted, kwargs=options)
+    whole.start()
+    checkpoint = tmp_path / "killed" / "warpgrad" / "checkpoint.pt"
     killed_at = None
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if checkpoint.exists():  # written atomically: a complete checkpoint or none
-            step = torch.load(checkpoint, weights_only=True)["step"]
-            if step > 0:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                killed_at = step
-                break
-        time.sleep(0.01)
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if checkpoint.exists():  # written atomically: a complete checkpoint or none
+                step = torch.load(checkpoint, weights_only=True)["step"]
+                if step > 0:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+                    killed_at = step
+                    break
+            time.sleep(0.01)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        whole.join()
     assert killed_at is not None and killed_at < 40, "the run finished before it could be killed"
-    assert not (out / "results.json").exists()
+    assert not (tmp_path / "killed" / "results.json").exists()
 
-    resumed = subprocess.run([*command, "--resume"], cwd=ROOT / "examples", env=_env(), capture_output=True,
-                             text=True, timeout=240)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _results(out)["methods"]["warpgrad"]["steps"] == 40
-    assert _per_task(out)["warpgrad"] == pytest.approx(_per_task(tmp_path / "whole")["warpgrad"], rel=1e-6)
+    monkeypatch.chdir(EXAMPLES)
+    try:
+        assert main([*arguments, "--resume"]) == 0, capsys.readouterr().err[-3000:]
+    finally:
+        sys.modules.pop("lstm_sequence", None)
+    assert _results(tmp_path / "killed")["methods"]["warpgrad"]["steps"] == 40
+    resumed, uninterrupted = _per_task(tmp_path / "killed")["warpgrad"], _per_task(tmp_path / "whole")["warpgrad"]
+    assert resumed == pytest.approx(uninterrupted, rel=1e-6)
 
 
 def test_a_file_imports_once_under_a_stable_name_and_its_objects_pickle(monkeypatch):
