@@ -39,7 +39,12 @@ def worker(config: dict) -> dict:
         learner = MAML(MLP(1, (256, 256), 1), sgd(0.01), k, batched=config["batched"])
     else:
         learner = WarpGrad(
-            MLP(1, (256, 256), 1, warp={}), sgd(0.01), k, init="leap", buffer_size=32, warp_batch=32,
+            MLP(1, (256, 256), 1, warp={}),
+            sgd(0.01),
+            k,
+            init="leap",
+            buffer_size=32,
+            warp_batch=32,
             batched=config["batched"],
         )
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -82,8 +87,10 @@ def main() -> None:
     print(f"speed-up of vmap over loop: {rows[False]['seconds'] / rows[True]['seconds']:.2f}x\n")
 
     print(f"(b) WarpGrad (Warp-Leap, buffer 32) vs MAML as K grows, {args.meta_batch} tasks, both batched")
-    print(f"{'K':>4s} {'MAML ms':>9s} {'MAML MB':>8s} {'WarpGrad ms':>12s} {'WarpGrad MB':>12s} "
-          f"{'time ratio':>11s} {'memory ratio':>13s}")
+    print(
+        f"{'K':>4s} {'MAML ms':>9s} {'MAML MB':>8s} {'WarpGrad ms':>12s} {'WarpGrad MB':>12s} "
+        f"{'time ratio':>11s} {'memory ratio':>13s}"
+    )
     for k in (int(v) for v in args.ks.split(",")):
         maml = measure({**common, "method": "maml", "k": k, "batched": True})
         warp = measure({**common, "method": "warpgrad", "k": k, "batched": True})

@@ -40,8 +40,9 @@ def meta_gradient(
     learner.model.to(device=device, dtype=dtype)
     family = experiment.make_family(profile)
     seeds = _task_seeds(torch.Generator().manual_seed(batch_seed), profile.meta_batch)
-    tasks = _seeded([family.sample(torch.Generator().manual_seed(a)) for a, _ in seeds], [b for _, b in seeds],
-                    torch.device(device))
+    tasks = _seeded(
+        [family.sample(torch.Generator().manual_seed(a)) for a, _ in seeds], [b for _, b in seeds], torch.device(device)
+    )
     for task in tasks:  # batches in the model's dtype
         original = task.train_batch, task.test_batch
         task.train_batch = lambda g=None, f=original[0]: tuple(t.to(dtype) for t in f(g))
@@ -65,8 +66,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     print(f"sine quick profile (MLP 1-40-40-1, 8 tasks, K = 5), device {args.device}")
-    print(f"{'method':36s} {'float32 rel. err':>17s} {'bf16 rel. err':>14s} {'bf16 cosine':>12s} "
-          f"{'other meta-batch':>17s}")
+    print(
+        f"{'method':36s} {'float32 rel. err':>17s} {'bf16 rel. err':>14s} {'bf16 cosine':>12s} "
+        f"{'other meta-batch':>17s}"
+    )
     for method, settings, label in CASES:
         reference = meta_gradient(method, settings, torch.float64, False, args.device)
         single = meta_gradient(method, settings, torch.float32, False, args.device)
@@ -74,9 +77,11 @@ def main() -> None:
         norm = reference.norm()
         other = meta_gradient(method, settings, torch.float64, False, args.device, batch_seed=1)
         cosine = float(torch.dot(half, reference) / (half.norm() * norm))
-        print(f"{label:36s} {float((single - reference).norm() / norm):17.2e} "
-              f"{float((half - reference).norm() / norm):14.2e} {cosine:12.5f} "
-              f"{float((other - reference).norm() / norm):17.2e}")
+        print(
+            f"{label:36s} {float((single - reference).norm() / norm):17.2e} "
+            f"{float((half - reference).norm() / norm):14.2e} {cosine:12.5f} "
+            f"{float((other - reference).norm() / norm):17.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,11 @@ def worker(config: dict) -> dict:
         learner.meta_step(batch, torch.Generator().manual_seed(1))
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"tasks_per_s": n / statistics.median(times), "peak_mb": (peak - base) / 1024,
-            "threads": torch.get_num_threads()}
+    return {
+        "tasks_per_s": n / statistics.median(times),
+        "peak_mb": (peak - base) / 1024,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def measure(config: dict) -> dict:
@@ -72,8 +75,21 @@ def measure(config: dict) -> dict:
 def engine_throughput(experiment: str, profile: str, settings: list[str], threads: int, nproc: int) -> dict:
     """Tasks/s of ``warpgrad run EXPERIMENT --method warpgrad`` as the engine records it."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "warpgrad", "run", experiment, "--method", "warpgrad", "--profile", profile,
-                   "--out", out, "--no-progress", *[p for s in settings for p in ("--set", s)]]
+        command = [
+            sys.executable,
+            "-m",
+            "warpgrad",
+            "run",
+            experiment,
+            "--method",
+            "warpgrad",
+            "--profile",
+            profile,
+            "--out",
+            out,
+            "--no-progress",
+            *[p for s in settings for p in ("--set", s)],
+        ]
         if nproc > 1:
             command += ["--nproc", str(nproc)]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -123,20 +139,26 @@ def main() -> None:
         ("kanji-multishot", "quick", ["meta_steps=20", "val_tasks=2", "test_tasks=2"]),
     ]
     print(f"(b) scaling over processes, warpgrad, {cores} cores: tasks/s through `warpgrad run`")
-    print(f"{'experiment':16s} {'1 proc x 1 thr':>15s} {f'1 proc x {cores} thr':>15s} {'2 procs x 1 thr':>16s} "
-          f"{'efficiency':>11s} {'vs 1 proc x all':>16s} {'metric diff':>12s}")
+    print(
+        f"{'experiment':16s} {'1 proc x 1 thr':>15s} {f'1 proc x {cores} thr':>15s} {'2 procs x 1 thr':>16s} "
+        f"{'efficiency':>11s} {'vs 1 proc x all':>16s} {'metric diff':>12s}"
+    )
     for experiment, profile, settings in workloads:
         one = engine_throughput(experiment, profile, settings, 1, 1)
         all_threads = engine_throughput(experiment, profile, settings, cores, 1)
         two = engine_throughput(experiment, profile, settings, 1, 2)
         difference = abs(two["mean"] - one["mean"]) / max(abs(one["mean"]), 1e-12)
-        print(f"{experiment:16s} {one['tasks_per_s']:15.1f} {all_threads['tasks_per_s']:15.1f} "
-              f"{two['tasks_per_s']:16.1f} {two['tasks_per_s'] / (2 * one['tasks_per_s']):10.2f}x "
-              f"{two['tasks_per_s'] / all_threads['tasks_per_s']:15.2f}x {difference:11.2%}")
-    print("(efficiency: 2-process tasks/s over twice the 1-process 1-thread tasks/s; metric diff: relative "
-          "difference of the 2-process run's test metric from the 1-process one: float summation order only on "
-          "sine, amplified over the meta-steps; also sampling on kanji-multishot, whose warp batch is a random "
-          "subset of the buffer; see docs/distributed.md)")
+        print(
+            f"{experiment:16s} {one['tasks_per_s']:15.1f} {all_threads['tasks_per_s']:15.1f} "
+            f"{two['tasks_per_s']:16.1f} {two['tasks_per_s'] / (2 * one['tasks_per_s']):10.2f}x "
+            f"{two['tasks_per_s'] / all_threads['tasks_per_s']:15.2f}x {difference:11.2%}"
+        )
+    print(
+        "(efficiency: 2-process tasks/s over twice the 1-process 1-thread tasks/s; metric diff: relative "
+        "difference of the 2-process run's test metric from the 1-process one: float summation order only on "
+        "sine, amplified over the meta-steps; also sampling on kanji-multishot, whose warp batch is a random "
+        "subset of the buffer; see docs/distributed.md)"
+    )
 
 
 if __name__ == "__main__":

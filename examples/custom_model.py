@@ -46,13 +46,20 @@ class LinearRegressionTask:
 def main(meta_steps: int = 150) -> dict[str, float]:
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Linear(8, 32), nn.Tanh(),
-        warpgrad.Warp(nn.Linear(32, 32)),       # a meta-learned warp layer
+        nn.Linear(8, 32),
+        nn.Tanh(),
+        warpgrad.Warp(nn.Linear(32, 32)),  # a meta-learned warp layer
         nn.Linear(32, 1),
     )
     learner = warpgrad.WarpGrad(
-        model, warpgrad.sgd(0.05), inner_steps=10, objective="exact", init="leap",
-        meta_optimizer="adam", warp_lr=3e-3, init_lr=3e-3,
+        model,
+        warpgrad.sgd(0.05),
+        inner_steps=10,
+        objective="exact",
+        init="leap",
+        meta_optimizer="adam",
+        warp_lr=3e-3,
+        init_lr=3e-3,
     )
     generator = torch.Generator().manual_seed(0)
     held_out = [LinearRegressionTask(torch.Generator().manual_seed(10_000 + i)) for i in range(50)]

@@ -10,8 +10,12 @@ from torch.nn import functional as F
 from warpgrad import MLP, partition
 
 W1, B1, WW, BW, W2, B2 = (
-    "layers.0.weight", "layers.0.bias", "layers.2.module.weight", "layers.2.module.bias",
-    "layers.3.weight", "layers.3.bias",
+    "layers.0.weight",
+    "layers.0.bias",
+    "layers.2.module.weight",
+    "layers.2.module.bias",
+    "layers.3.weight",
+    "layers.3.bias",
 )
 
 
@@ -104,5 +108,3 @@ class FixedTask:
         return F.mse_loss(prediction, target)
 
     metric = loss
-
-

@@ -96,7 +96,7 @@ def test_metasgd_gradient_with_respect_to_its_learning_rates_equals_finite_diffe
     rates = {k: lr.detach().clone() for k, lr in zip(learner.lr_names, learner.learning_rates)}
     expected = finite_difference(lambda r: maml_reference_loss(detached(theta0), phi, tasks, r), rates)
     grads = meta_gradient(learner, tasks)
-    got = dict(zip(learner.lr_names, grads[len(theta0):]))
+    got = dict(zip(learner.lr_names, grads[len(theta0) :]))
     for k in rates:
         torch.testing.assert_close(got[k], expected[k], rtol=1e-6, atol=1e-8)
 
@@ -107,7 +107,7 @@ def test_tnets_learns_the_warp_layers_through_the_inner_loop():
     theta0, phi = partition(learner.model)
     expected = finite_difference(lambda p: maml_reference_loss(detached(theta0), p, tasks), detached(phi))
     grads = meta_gradient(learner, tasks)
-    got = dict(zip(phi, grads[len(theta0):]))
+    got = dict(zip(phi, grads[len(theta0) :]))
     for k in phi:
         torch.testing.assert_close(got[k], expected[k], rtol=1e-6, atol=1e-8)
     with pytest.raises(ValueError, match="Warp"):
@@ -227,10 +227,14 @@ def test_batchnorm_learners_give_the_same_meta_gradients_under_vmap_and_loop():
 
     tasks = [ImageTask(i) for i in range(3)]
     warp = {"batchnorm": True, "activation": "relu"}
-    maml = [dict(zip(partition(m.model)[0], meta_gradient(m, tasks)))
-            for m in (MAML(conv4(), sgd(0.1), 2, batched=b) for b in (True, False))]
-    warpgrad = [WarpGrad(conv4(warp), sgd(0.1), 2, init="none", batched=b).meta_gradients(tasks, torch.Generator())
-                for b in (True, False)]
+    maml = [
+        dict(zip(partition(m.model)[0], meta_gradient(m, tasks)))
+        for m in (MAML(conv4(), sgd(0.1), 2, batched=b) for b in (True, False))
+    ]
+    warpgrad = [
+        WarpGrad(conv4(warp), sgd(0.1), 2, init="none", batched=b).meta_gradients(tasks, torch.Generator())
+        for b in (True, False)
+    ]
     for k in maml[0]:
         torch.testing.assert_close(maml[0][k], maml[1][k], rtol=1e-9, atol=1e-12)
     for k in warpgrad[0]["warp"]:

@@ -125,8 +125,21 @@ def _assert_same_run(one: Path, two: Path, methods: list[str]) -> None:
 def test_two_gloo_processes_equal_one(tmp_path):
     methods = ["warpgrad", "maml", "leap"]
     run(SINE, methods, "smoke", 3, tmp_path / "one", progress=False)
-    done = _warpgrad("run", "sine", "--profile", "smoke", "--seed", "3", "--method", ",".join(methods),
-                     "--out", str(tmp_path / "two"), "--nproc", "2", "--no-progress")
+    done = _warpgrad(
+        "run",
+        "sine",
+        "--profile",
+        "smoke",
+        "--seed",
+        "3",
+        "--method",
+        ",".join(methods),
+        "--out",
+        str(tmp_path / "two"),
+        "--nproc",
+        "2",
+        "--no-progress",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("mse (mean") == 1  # rank 0 alone prints the table
     _assert_same_run(tmp_path / "one", tmp_path / "two", methods)
@@ -135,14 +148,24 @@ def test_two_gloo_processes_equal_one(tmp_path):
 def test_killed_distributed_run_resumes_to_the_same_result(tmp_path):
     settings = ["--set", "meta_steps=16", "--set", "checkpoint_every=1"]
     common = ["run", "sine", "--profile", "smoke", "--method", "warpgrad", "--no-progress", *settings]
-    run(SINE, ["warpgrad"], "smoke", 0, tmp_path / "one", progress=False,
-        settings={"meta_steps": "16", "checkpoint_every": "1"})
+    run(
+        SINE,
+        ["warpgrad"],
+        "smoke",
+        0,
+        tmp_path / "one",
+        progress=False,
+        settings={"meta_steps": "16", "checkpoint_every": "1"},
+    )
 
     out = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = subprocess.Popen(
         [sys.executable, "-m", "warpgrad", *common, "--out", str(out), "--nproc", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
     checkpoint = out / "warpgrad" / "checkpoint.pt"
     killed_at = None
@@ -241,5 +264,12 @@ def test_sine_continual_runs_through_the_engine_on_cpu_only(tmp_path):
     results = run("sine-continual", ["baseline"], "smoke", 0, tmp_path, progress=False)
     assert results["methods"]["baseline"]["steps"] == 2
     with pytest.raises(ValueError, match="CPU only"):
-        run("sine-continual", ["baseline"], "smoke", 0, tmp_path / "cuda", progress=False,
-            cluster=Cluster(device=torch.device("cuda")))
+        run(
+            "sine-continual",
+            ["baseline"],
+            "smoke",
+            0,
+            tmp_path / "cuda",
+            progress=False,
+            cluster=Cluster(device=torch.device("cuda")),
+        )

@@ -43,7 +43,8 @@ def test_config_fields_are_the_constructors_keyword_options(name):
     the learner builds with every config field passed (so no field is one it does not take)."""
     info = registered()[name]
     declared = {
-        p for p, v in inspect.signature(info.cls.__init__).parameters.items()
+        p
+        for p, v in inspect.signature(info.cls.__init__).parameters.items()
         if v.kind is inspect.Parameter.KEYWORD_ONLY and p not in ("adapt", "meta_filter")  # filters: not CLI values
     }
     from_experiment = set((info.experiment_options or (lambda o: {}))({"inner_lr": 0.1}))
@@ -59,8 +60,7 @@ def test_set_of_an_option_absent_from_the_profile_is_applied_and_recorded(tmp_pa
     assert build_method(sine, "warpgrad", profile, 0).init_weight == 0.5
     anil = build_method(sine, "anil", profile, 0)
     assert sorted(anil.parameters_by_role()[0]) == ["layers.4.bias", "layers.4.weight"]
-    results = run("sine", ["warpgrad"], "smoke", 0, tmp_path, progress=False,
-                  settings={"warpgrad.init_weight": "0.5"})
+    results = run("sine", ["warpgrad"], "smoke", 0, tmp_path, progress=False, settings={"warpgrad.init_weight": "0.5"})
     assert "warpgrad.init_weight=0.5" in results["settings"]
     assert "warpgrad.init_weight=0.5" in json.loads((tmp_path / "results.json").read_text())["settings"]
     default = run("sine", ["warpgrad"], "smoke", 0, tmp_path / "default", progress=False)

@@ -47,9 +47,20 @@ def class_of(x):
 
 
 def options(**changes):
-    o = {"trajectory": 4, "remember": 5, "meta_classes": 4, "outputs": 6, "test_classes": 3, "stream_per_class": 4,
-         "held_out_per_class": 2, "runs": 2, "tune_runs": 2, "lr_grid": "0.001,0.01,0.1", "head_reset": "zeros",
-         "threads": 0}
+    o = {
+        "trajectory": 4,
+        "remember": 5,
+        "meta_classes": 4,
+        "outputs": 6,
+        "test_classes": 3,
+        "stream_per_class": 4,
+        "held_out_per_class": 2,
+        "runs": 2,
+        "tune_runs": 2,
+        "lr_grid": "0.001,0.01,0.1",
+        "head_reset": "zeros",
+        "threads": 0,
+    }
     o.update(changes)
     return o
 
@@ -153,8 +164,9 @@ def test_closed_form_head_equals_the_library_meta_test():
     ev = [torch.rand(3, 1, 4, 4) for _ in range(4)]
     labels = [3, 0, 6, 2]
     ref = continual_meta_test(features, head, params, xs, 0.7, ev, labels)
-    fast = linear_head_meta_test([features(x) for x in xs], [features(x) for x in ev], params["weight"],
-                                 params["bias"], 0.7, labels)
+    fast = linear_head_meta_test(
+        [features(x) for x in xs], [features(x) for x in ev], params["weight"], params["bias"], 0.7, labels
+    )
     assert torch.equal(ref["accuracy"], fast["accuracy"])
     assert all(torch.equal(a, b) for a, b in zip(ref["per_class"], fast["per_class"]))
     train = continual_meta_test(features, head, params, xs, 0.7, None, labels)["accuracy"][-1]
@@ -174,8 +186,15 @@ def test_scratch_trains_the_whole_network_and_equals_head_training_without_a_bod
     head = nn.Linear(4, 5)
     scratch = Scratch(nn.Flatten(), head)
     got = scratch.meta_test(xs, ev, labels=[1, 4, 0], lr=0.9)
-    ref = continual_meta_test(lambda x: x.flatten(1), head, {k: torch.zeros_like(v) for k, v in
-                                                             head.named_parameters()}, xs, 0.9, ev, [1, 4, 0])
+    ref = continual_meta_test(
+        lambda x: x.flatten(1),
+        head,
+        {k: torch.zeros_like(v) for k, v in head.named_parameters()},
+        xs,
+        0.9,
+        ev,
+        [1, 4, 0],
+    )
     assert torch.equal(got["accuracy"], ref["accuracy"])
     # with a body, its parameters move too (and the learner's own parameters do not)
     body = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh())

@@ -59,8 +59,10 @@ def test_same_seed_same_episode_and_splits_use_disjoint_classes(seed):
     a = family.sample(torch.Generator().manual_seed(seed))
     b = family.sample(torch.Generator().manual_seed(seed))
     assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_y, b.query_y)
-    seen = {split: set(family_split(family, split).sample(torch.Generator().manual_seed(seed)).classes)
-            for split in ("train", "val", "test")}
+    seen = {
+        split: set(family_split(family, split).sample(torch.Generator().manual_seed(seed)).classes)
+        for split in ("train", "val", "test")
+    }
     assert not seen["train"] & seen["val"] and not seen["train"] & seen["test"] and not seen["val"] & seen["test"]
 
 
@@ -106,5 +108,7 @@ def test_random_affine_matches_a_hand_computed_rotation_and_shift():
     assert divmod(torch.argmax(zoomed).item(), 11) == (5, 7)  # scale 2 doubles the distance from the centre
     shifted = random_affine(torch.ones(1, 1, 10, 10), g, rotation=(0.0, 0.0), translate=0.2, scale=(1.0, 1.0))
     assert 0 < shifted.sum().item() < 100  # part of the image moved out of frame
-    assert math.isclose(float(random_affine(image, torch.Generator().manual_seed(3)).sum()),
-                        float(random_affine(image, torch.Generator().manual_seed(3)).sum()))
+    assert math.isclose(
+        float(random_affine(image, torch.Generator().manual_seed(3)).sum()),
+        float(random_affine(image, torch.Generator().manual_seed(3)).sum()),
+    )

@@ -43,8 +43,11 @@ def initial_state(name, theta):
         return {}
     if name == "momentum":
         return {"buf": {k: torch.zeros_like(v) for k, v in theta.items()}}
-    return {"m": {k: torch.zeros_like(v) for k, v in theta.items()},
-            "v": {k: torch.zeros_like(v) for k, v in theta.items()}, "t": torch.tensor(0.0)}
+    return {
+        "m": {k: torch.zeros_like(v) for k, v in theta.items()},
+        "v": {k: torch.zeros_like(v) for k, v in theta.items()},
+        "t": torch.tensor(0.0),
+    }
 
 
 def loss(params, batch):

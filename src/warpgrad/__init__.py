@@ -37,8 +37,16 @@ from warpgrad.tasks.base import SeededTask, Task, TaskFamily, evaluation, object
 
 __version__ = "0.1.0"
 
-_CONTINUAL = ("ContinualLearner", "SGDLearner", "EWC", "DHPLearner", "OML", "ANML", "ContinualWarpGrad",
-              "SequentialBaseline")
+_CONTINUAL = (
+    "ContinualLearner",
+    "SGDLearner",
+    "EWC",
+    "DHPLearner",
+    "OML",
+    "ANML",
+    "ContinualWarpGrad",
+    "SequentialBaseline",
+)
 _ENGINE = ("run", "train", "Experiment", "Profile", "register_experiment")
 
 
@@ -61,19 +69,58 @@ def __getattr__(name: str):
 
 __all__ = [
     # core
-    "InnerOptimizer", "sgd", "momentum", "adam", "per_parameter_sgd", "make_inner_optimizer",
-    "partition", "combine", "functional_apply", "not_warp", "warp_only", "head_only", "only", "everything", "both",
-    "detach", "tree_map", "tree_stack", "unroll", "batching_allowed", "unbatchable_modules",
-    "MetaShell", "MetaGradients", "Reduction", "LOCAL",
+    "InnerOptimizer",
+    "sgd",
+    "momentum",
+    "adam",
+    "per_parameter_sgd",
+    "make_inner_optimizer",
+    "partition",
+    "combine",
+    "functional_apply",
+    "not_warp",
+    "warp_only",
+    "head_only",
+    "only",
+    "everything",
+    "both",
+    "detach",
+    "tree_map",
+    "tree_stack",
+    "unroll",
+    "batching_allowed",
+    "unbatchable_modules",
+    "MetaShell",
+    "MetaGradients",
+    "Reduction",
+    "LOCAL",
     # layers
-    "MLP", "Conv4", "Warp", "BatchNorm", "conv_warp", "linear_warp",
+    "MLP",
+    "Conv4",
+    "Warp",
+    "BatchNorm",
+    "conv_warp",
+    "linear_warp",
     # meta-learners
-    "MetaLearner", "NoMetaLearning", "WarpGrad", "MAML", "MetaSGD", "ANIL", "Reptile", "Leap", "TNets", "FineTune",
+    "MetaLearner",
+    "NoMetaLearning",
+    "WarpGrad",
+    "MAML",
+    "MetaSGD",
+    "ANIL",
+    "Reptile",
+    "Leap",
+    "TNets",
+    "FineTune",
     "register",
     # continual learners
     *_CONTINUAL,
     # tasks
-    "Task", "TaskFamily", "SeededTask", "objective", "evaluation",
+    "Task",
+    "TaskFamily",
+    "SeededTask",
+    "objective",
+    "evaluation",
     # engine
     *_ENGINE,
 ]

@@ -58,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Meta-train methods on an experiment, evaluate them on held-out tasks and write "
         "results.json, learning_curves.png and per-method metrics.csv and checkpoint.pt.",
     )
-    run.add_argument("experiment", help="experiment name (see `warpgrad list`), or module:NAME / file.py:NAME "
-                     "for an experiment of your own")
+    run.add_argument(
+        "experiment",
+        help="experiment name (see `warpgrad list`), or module:NAME / file.py:NAME for an experiment of your own",
+    )
     run.add_argument(
         "--method",
         default="all",
@@ -212,8 +214,9 @@ def _run(args: argparse.Namespace) -> int:
                 f"meta_batch = {profile.meta_batch} is smaller than --nproc {args.nproc}; every process needs a task"
             )
         if args.device == "cuda" and args.nproc > torch.cuda.device_count():
-            raise ValueError(f"--nproc {args.nproc} with --device cuda needs {args.nproc} GPUs; "
-                             f"{torch.cuda.device_count()} visible")
+            raise ValueError(
+                f"--nproc {args.nproc} with --device cuda needs {args.nproc} GPUs; {torch.cuda.device_count()} visible"
+            )
         return _launch(args, methods, out_dir)
     cluster = Cluster.from_environment(args.device)
     try:
@@ -222,8 +225,9 @@ def _run(args: argparse.Namespace) -> int:
         cluster.close()
 
 
-def _run_here(args: argparse.Namespace, experiment, methods: list[str], settings: dict[str, str], out_dir: Path,
-              cluster) -> int:
+def _run_here(
+    args: argparse.Namespace, experiment, methods: list[str], settings: dict[str, str], out_dir: Path, cluster
+) -> int:
     """``_run`` in this process (one of several ranks, or the only one)."""
     from warpgrad.engine import PLOT_FILE, RESULTS_FILE, TrainingInterrupted, format_table, run
 
@@ -320,8 +324,10 @@ def _show(args: argparse.Namespace) -> int:
     experiment = resolve_experiment(args.experiment)
     profile = experiment.resolve(args.profile, dict(args.settings))
     methods = resolve_methods(experiment, args.method)
-    schedule = {k: getattr(profile, k) for k in ("meta_steps", "meta_batch", "eval_every", "val_tasks", "test_tasks",
-                                                   "checkpoint_every")}
+    schedule = {
+        k: getattr(profile, k)
+        for k in ("meta_steps", "meta_batch", "eval_every", "val_tasks", "test_tasks", "checkpoint_every")
+    }
     known = registered()
     method_options = {}
     for name in methods:

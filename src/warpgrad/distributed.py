@@ -46,6 +46,7 @@ from warpgrad.core.shell import LOCAL, Reduction
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")  # bf16: meta-steps under autocast (warpgrad.engine.loop)
 
+
 def resolve_device(name: str) -> torch.device:
     """``cpu`` or ``cuda`` as a device; a clear error when CUDA is asked for and absent."""
     if name not in DEVICES:
@@ -113,8 +114,10 @@ class Cluster:
     def check_divisible_work(self, what: str, n: int) -> None:
         """Raise unless every rank gets at least one of ``n`` items."""
         if self.distributed and n < self.world_size:
-            raise ValueError(f"{what} = {n} is smaller than the number of processes ({self.world_size}); "
-                             f"every process needs at least one task")
+            raise ValueError(
+                f"{what} = {n} is smaller than the number of processes ({self.world_size}); "
+                f"every process needs at least one task"
+            )
 
     # ------------------------------------------------------------------ collectives
     def reduction(self, n_total: int) -> Reduction:
@@ -191,8 +194,13 @@ def launch(arguments: list[str], nproc: int, threads_per_process: int | None = N
     the others are stopped. The exit code is the first failing rank's, else 0.
     """
     threads = threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
-    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),
-            "LOCAL_WORLD_SIZE": str(nproc)}
+    base = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": str(nproc),
+        "LOCAL_WORLD_SIZE": str(nproc),
+    }
     base.setdefault("OMP_NUM_THREADS", str(threads))
     if os.path.exists("/sys/class/net/lo"):  # all ranks are local: keep gloo off other interfaces
         base.setdefault("GLOO_SOCKET_IFNAME", "lo")

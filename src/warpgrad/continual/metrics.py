@@ -179,8 +179,15 @@ def plot_accuracy_matrix(R: Tensor | Sequence[Sequence[float]], path: str | os.P
         for i in range(T):
             for j in range(T):
                 value = float(R[i, j])
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                        color="black" if value > 0.6 else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if value > 0.6 else "white",
+                )
     if title:
         ax.set_title(title)
     _save_atomic(fig, path)

@@ -24,7 +24,6 @@ from warpgrad.core.tree import Params, State
 __all__ = ["InnerOptimizer", "sgd", "momentum", "adam", "per_parameter_sgd", "make_inner_optimizer", "INNER_OPTIMIZERS"]
 
 
-
 @dataclass(frozen=True)
 class InnerOptimizer:
     """A pure, differentiable optimiser: ``init(params) -> state``, ``update(g, s, p) -> (p, s)``.
@@ -93,8 +92,7 @@ def adam(
         correction1 = 1 - beta1**t
         correction2 = 1 - beta2**t
         new = {
-            k: params[k] - lr * (m[k] / correction1) / (torch.sqrt(v[k] / correction2 + eps_root) + eps)
-            for k in params
+            k: params[k] - lr * (m[k] / correction1) / (torch.sqrt(v[k] / correction2 + eps_root) + eps) for k in params
         }
         return new, {"m": m, "v": v, "t": t}
 

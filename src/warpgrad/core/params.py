@@ -89,8 +89,10 @@ def only(*prefixes: str) -> Filter:
         chosen = {n for n in _names(model) if any(n == p or n.startswith(p + ".") for p in prefixes)}
         if not chosen:
             modules = [name for name, m in model.named_children() if any(True for _ in m.parameters())]
-            raise ValueError(f"no parameters under {', '.join(map(repr, prefixes))}; submodules with "
-                             f"parameters: {', '.join(modules) or 'none'}")
+            raise ValueError(
+                f"no parameters under {', '.join(map(repr, prefixes))}; submodules with "
+                f"parameters: {', '.join(modules) or 'none'}"
+            )
         return chosen
 
     return select

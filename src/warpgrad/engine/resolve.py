@@ -45,7 +45,6 @@ def _check_stop_after(stop_after: int | None) -> None:
         raise ValueError(f"stop_after must be a positive integer or None, got {stop_after!r}")
 
 
-
 def resolve_profile(experiment: Experiment, profile: str | Profile, settings: dict[str, str] | None = None) -> Profile:
     """The named profile of ``experiment`` (or ``profile`` itself) with ``--set`` overrides applied."""
     return experiment.resolve(profile, settings)

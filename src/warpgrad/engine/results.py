@@ -112,8 +112,13 @@ class ResultsRecord:
 
     def __init__(self, out_dir: str | os.PathLike, experiment: str, profile: Any, seed: int, **info: Any):
         self.path = Path(out_dir) / RESULTS_FILE
-        self.info = {"experiment": experiment, "profile": profile.name, "seed": seed, "settings": profile.settings,
-                     **info}
+        self.info = {
+            "experiment": experiment,
+            "profile": profile.name,
+            "seed": seed,
+            "settings": profile.settings,
+            **info,
+        }
         self.results = load_results(self.path)
         check_compatible(self.results, self.info, self.path)
 

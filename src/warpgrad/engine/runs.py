@@ -73,13 +73,22 @@ def run(
 
     for name in names:
         entry = train(
-            exp, name, prof, seed, out_dir, resume=True, stop_after=stop_after, progress=progress, cluster=cluster,
+            exp,
+            name,
+            prof,
+            seed,
+            out_dir,
+            resume=True,
+            stop_after=stop_after,
+            progress=progress,
+            cluster=cluster,
             precision=precision,
         )
         if entry is None:
             return None
-        results = record.add({name: entry}, write=cluster.is_main, metric=entry["metric"],
-                             lower_is_better=entry["lower_is_better"])
+        results = record.add(
+            {name: entry}, write=cluster.is_main, metric=entry["metric"], lower_is_better=entry["lower_is_better"]
+        )
         if cluster.is_main:
             plot_learning_curves(results, out_dir / PLOT_FILE)
     return results

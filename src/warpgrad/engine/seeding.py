@@ -85,6 +85,4 @@ class _TaskPrefetcher:
 
 def _seeded(tasks: list[Task], batch_seeds: list[int], device: torch.device) -> list[Task]:
     """Each task drawing its batches from a fresh generator of its own seed, on ``device``."""
-    return [
-        with_own_seed(t, _generator(s), device) for t, s in zip(tasks, batch_seeds, strict=True)
-    ]
+    return [with_own_seed(t, _generator(s), device) for t, s in zip(tasks, batch_seeds, strict=True)]

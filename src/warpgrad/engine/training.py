@@ -50,7 +50,10 @@ def checkpoint_path(out_dir: str | Path, method: str) -> Path:
 
 def _config(experiment: Experiment, method: str, profile: Profile, seed: int) -> dict[str, Any]:
     return {
-        "experiment": experiment.name, "method": method, "profile": profile.name, "seed": seed,
+        "experiment": experiment.name,
+        "method": method,
+        "profile": profile.name,
+        "seed": seed,
         "settings": profile.settings,
     }
 
@@ -381,9 +384,7 @@ def train(
         "precision": precision,
         "per_task": values.tolist(),
         "extra": {  # further per-task metrics the learner reports (e.g. continual forgetting)
-            key: mean_ci95_entry(value)
-            for key, value in out.items()
-            if key not in (state.metric, "loss")
+            key: mean_ci95_entry(value) for key, value in out.items() if key not in (state.metric, "loss")
         },
         "history": state.history,
     }

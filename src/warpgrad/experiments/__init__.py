@@ -98,8 +98,19 @@ __all__ = [
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
-        SINE, SINE_CONTINUAL, KANJI_MULTISHOT, KANJI_FEWSHOT, OMNIGLOT_MULTISHOT, OMNIGLOT_FEWSHOT, MINIIMAGENET,
-        TIEREDIMAGENET, DIGITS_PERMUTED, FMNIST_PERMUTED, FMNIST_SPLIT, KANJI_SEQUENTIAL, OMNIGLOT_SEQUENTIAL,
+        SINE,
+        SINE_CONTINUAL,
+        KANJI_MULTISHOT,
+        KANJI_FEWSHOT,
+        OMNIGLOT_MULTISHOT,
+        OMNIGLOT_FEWSHOT,
+        MINIIMAGENET,
+        TIEREDIMAGENET,
+        DIGITS_PERMUTED,
+        FMNIST_PERMUTED,
+        FMNIST_SPLIT,
+        KANJI_SEQUENTIAL,
+        OMNIGLOT_SEQUENTIAL,
     )
 }
 
@@ -146,9 +157,7 @@ def _import_experiment(name: str) -> Experiment:
         module, where = _import_file(name, source), source
     else:
         if source.startswith(".") or not all(part.isidentifier() for part in source.split(".")):
-            raise ValueError(
-                f"experiment {name!r}: {source!r} is not a module name (package.module) or a .py file"
-            )
+            raise ValueError(f"experiment {name!r}: {source!r} is not a module name (package.module) or a .py file")
         module, where = _import_module(name, source), source
     if not hasattr(module, attribute):
         found = sorted(k for k, v in vars(module).items() if isinstance(v, Experiment))

@@ -92,8 +92,10 @@ def _method_option(parts: list[str], text: str) -> Any:
     fields_ = config_fields(methods[name].config)
     if field_name not in fields_:
         allowed = [*SCHEDULE_FIELDS, *(f"{name}.{f}" for f in fields_)]
-        raise ValueError(f"unknown setting {'.'.join(parts)!r}; allowed: {', '.join(allowed)} "
-                         f"(and the experiment's options: see `warpgrad show`)")
+        raise ValueError(
+            f"unknown setting {'.'.join(parts)!r}; allowed: {', '.join(allowed)} "
+            f"(and the experiment's options: see `warpgrad show`)"
+        )
     return parse_value(f"{name}.{field_name}", text, fields_[field_name])
 
 
@@ -146,8 +148,9 @@ class Experiment:
                 from warpgrad.methods.registry import registered
 
                 if head in registered():
-                    raise ValueError(f"setting {key!r}: {self.name} does not run {head}; "
-                                     f"its methods: {', '.join(self.methods)}")
+                    raise ValueError(
+                        f"setting {key!r}: {self.name} does not run {head}; its methods: {', '.join(self.methods)}"
+                    )
         return base.with_overrides(settings) if settings else base
 
     def method(self, name: str) -> MethodSpec:
@@ -195,8 +198,11 @@ def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return out
 
 
-def _profiles(smoke: dict[str, Any], quick: tuple[str, dict[str, Any], dict[str, Any]],
-              paper: tuple[str, dict[str, Any], dict[str, Any]]) -> dict[str, Profile]:
+def _profiles(
+    smoke: dict[str, Any],
+    quick: tuple[str, dict[str, Any], dict[str, Any]],
+    paper: tuple[str, dict[str, Any], dict[str, Any]],
+) -> dict[str, Profile]:
     """smoke/quick/paper profiles from (description, schedule, options) triples."""
     profiles = {"smoke": Profile("smoke", "seconds: 2 meta-steps on tiny tasks (tests)", **smoke)}
     for name, (description, schedule, options) in (("quick", quick), ("paper", paper)):
@@ -205,5 +211,11 @@ def _profiles(smoke: dict[str, Any], quick: tuple[str, dict[str, Any], dict[str,
 
 
 def _schedule(meta_steps: int, meta_batch: int, eval_every: int, val_tasks: int, test_tasks: int) -> dict[str, int]:
-    return {"meta_steps": meta_steps, "meta_batch": meta_batch, "eval_every": eval_every, "val_tasks": val_tasks,
-            "test_tasks": test_tasks, "checkpoint_every": eval_every}
+    return {
+        "meta_steps": meta_steps,
+        "meta_batch": meta_batch,
+        "eval_every": eval_every,
+        "val_tasks": val_tasks,
+        "test_tasks": test_tasks,
+        "checkpoint_every": eval_every,
+    }

@@ -30,8 +30,14 @@ def _continual_sine_family(p: Profile) -> TaskFamily:
 
 
 _SINE_CONTINUAL = {
-    "intervals": 5, "points_per_interval": 10, "test_points_per_interval": 50,
-    "hidden": (40, 40), "warp": {}, "inner_optimizer": "sgd", "inner_lr": 0.01, "steps_per_interval": 10,
+    "intervals": 5,
+    "points_per_interval": 10,
+    "test_points_per_interval": 50,
+    "hidden": (40, 40),
+    "warp": {},
+    "inner_optimizer": "sgd",
+    "inner_lr": 0.01,
+    "steps_per_interval": 10,
     "warpgrad": {"objective": "exact", "meta_optimizer": "adam", "warp_lr": 1e-3},
 }
 SINE_CONTINUAL = Experiment(
@@ -39,14 +45,28 @@ SINE_CONTINUAL = Experiment(
     description="Continual sine (WarpGrad Algorithm 3): one sinusoid, x in 5 consecutive sub-intervals learned in "
     "sequence; MSE on all sub-intervals after the sequence.",
     profiles={
-        "smoke": Profile("smoke", "seconds: 2 meta-steps of 2 sequences (tests)", **_schedule(2, 2, 1, 2, 4),
-                         options=_with(_SINE_CONTINUAL, hidden=(8, 8), steps_per_interval=2)),
-        "quick": Profile("quick", "minutes on 2 CPU cores: 300 meta-steps of 2 sequences, 100 test sequences",
-                         **_schedule(300, 2, 50, 16, 100), options=_SINE_CONTINUAL),
-        "paper": Profile("paper", "Algorithm 3 at scale: 5,000 meta-steps of 8 sequences, 500 test sequences",
-                         **_schedule(5000, 8, 250, 50, 500), options=_SINE_CONTINUAL),
+        "smoke": Profile(
+            "smoke",
+            "seconds: 2 meta-steps of 2 sequences (tests)",
+            **_schedule(2, 2, 1, 2, 4),
+            options=_with(_SINE_CONTINUAL, hidden=(8, 8), steps_per_interval=2),
+        ),
+        "quick": Profile(
+            "quick",
+            "minutes on 2 CPU cores: 300 meta-steps of 2 sequences, 100 test sequences",
+            **_schedule(300, 2, 50, 16, 100),
+            options=_SINE_CONTINUAL,
+        ),
+        "paper": Profile(
+            "paper",
+            "Algorithm 3 at scale: 5,000 meta-steps of 8 sequences, 500 test sequences",
+            **_schedule(5000, 8, 250, 50, 500),
+            options=_SINE_CONTINUAL,
+        ),
     },
     make_family=_continual_sine_family,
-    methods={"baseline": _continual_sine_method("SequentialBaseline"),
-             "warpgrad": _continual_sine_method("ContinualWarpGrad")},
+    methods={
+        "baseline": _continual_sine_method("SequentialBaseline"),
+        "warpgrad": _continual_sine_method("ContinualWarpGrad"),
+    },
 )

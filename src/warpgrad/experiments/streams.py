@@ -107,22 +107,32 @@ def _stream_methods(in_features: int) -> dict[str, MethodSpec]:
         return EWC(nn.Sequential(nn.Flatten(), mlp(o)), o["lr"], o["ewc_lambda"], optimizer=o["optimizer"], **kw)
 
     def dhp(o: dict[str, Any], ewc_lambda: float) -> DHPLearner:
-        return DHPLearner(nn.Sequential(nn.Flatten(), features(o)), o["hidden"][-1], 10, o["lr"],
-                          ewc_lambda=ewc_lambda, optimizer=o["optimizer"])
+        return DHPLearner(
+            nn.Sequential(nn.Flatten(), features(o)),
+            o["hidden"][-1],
+            10,
+            o["lr"],
+            ewc_lambda=ewc_lambda,
+            optimizer=o["optimizer"],
+        )
 
     def sgd(o: dict[str, Any]) -> SGDLearner:
         return SGDLearner(nn.Sequential(nn.Flatten(), mlp(o)), o["lr"], optimizer=o["optimizer"])
 
     return {
-        "sgd": MethodSpec("fine-tuning through the stream with the profile's optimiser (no protection; forgets)",
-                          lambda p: sgd(p.options)),
+        "sgd": MethodSpec(
+            "fine-tuning through the stream with the profile's optimiser (no protection; forgets)",
+            lambda p: sgd(p.options),
+        ),
         "ewc": MethodSpec("EWC, exact Fisher (paper's λ/2 convention)", lambda p: ewc(p.options, fisher="exact")),
         "ewc-empirical": MethodSpec("EWC, empirical Fisher", lambda p: ewc(p.options, fisher="empirical")),
-        "ewc-online": MethodSpec("online EWC (γ = 1), exact Fisher",
-                                 lambda p: ewc(p.options, fisher="exact", online=True)),
+        "ewc-online": MethodSpec(
+            "online EWC (γ = 1), exact Fisher", lambda p: ewc(p.options, fisher="exact", online=True)
+        ),
         "dhp": MethodSpec("DHP Softmax: Hebbian plastic output layer", lambda p: dhp(p.options, 0.0)),
-        "dhp-ewc": MethodSpec("DHP Softmax + EWC on the slow weights",
-                              lambda p: dhp(p.options, p.options["ewc_lambda"])),
+        "dhp-ewc": MethodSpec(
+            "DHP Softmax + EWC on the slow weights", lambda p: dhp(p.options, p.options["ewc_lambda"])
+        ),
     }
 
 
@@ -130,28 +140,60 @@ def _stream_methods(in_features: int) -> dict[str, MethodSpec]:
 # validation: 0 evaluates on the test set; 0 < v < 1 on that fraction of the training images (for tuning).
 # threads: torch's intra-op threads during the run (see warpgrad.engine.streams).
 # The quick profiles' lr, epochs and ewc_lambda were tuned on held-out training images (docs/continual.md).
-_PERMUTED = {"experiences": 5, "train_per_experience": 10_000, "hidden": (100, 100), "optimizer": "sgd",
-             "lr": 0.1, "epochs": 1, "batch_size": 32, "ewc_lambda": 1.0, "fisher_samples": 500, "runs": 3,
-             "validation": 0.0, "threads": 1}
+_PERMUTED = {
+    "experiences": 5,
+    "train_per_experience": 10_000,
+    "hidden": (100, 100),
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "epochs": 1,
+    "batch_size": 32,
+    "ewc_lambda": 1.0,
+    "fisher_samples": 500,
+    "runs": 3,
+    "validation": 0.0,
+    "threads": 1,
+}
 _SPLIT = _with(_PERMUTED, scenario="task", classes_per_experience=2, train_per_experience=None)
 
 
-def _stream_experiment(name: str, description: str, dataset: str, in_features: int,
-                       quick: dict[str, Any], paper: dict[str, Any], base: dict[str, Any] = _PERMUTED,
-                       smoke: dict[str, Any] | None = None,
-                       make_stream: Callable[[str], Callable[[Profile, int], Any]] = _permuted_stream,
-                       ) -> StreamExperiment:
+def _stream_experiment(
+    name: str,
+    description: str,
+    dataset: str,
+    in_features: int,
+    quick: dict[str, Any],
+    paper: dict[str, Any],
+    base: dict[str, Any] = _PERMUTED,
+    smoke: dict[str, Any] | None = None,
+    make_stream: Callable[[str], Callable[[Profile, int], Any]] = _permuted_stream,
+) -> StreamExperiment:
     def profile(label: str, text: str, options: dict[str, Any]) -> Profile:
-        return Profile(label, text, meta_steps=1, meta_batch=1, eval_every=1, val_tasks=1, test_tasks=1,
-                       checkpoint_every=1, options=options)
+        return Profile(
+            label,
+            text,
+            meta_steps=1,
+            meta_batch=1,
+            eval_every=1,
+            val_tasks=1,
+            test_tasks=1,
+            checkpoint_every=1,
+            options=options,
+        )
 
-    smoke = {"description": "seconds: 3 experiences of 300 images, 2 runs (tests)", "experiences": 3,
-             "train_per_experience": 300, **(smoke or {})}
+    smoke = {
+        "description": "seconds: 3 experiences of 300 images, 2 runs (tests)",
+        "experiences": 3,
+        "train_per_experience": 300,
+        **(smoke or {}),
+    }
     return StreamExperiment(
-        name, description,
+        name,
+        description,
         {
-            "smoke": profile("smoke", smoke.pop("description"),
-                             _with(base, hidden=(32,), runs=2, fisher_samples=50, **smoke)),
+            "smoke": profile(
+                "smoke", smoke.pop("description"), _with(base, hidden=(32,), runs=2, fisher_samples=50, **smoke)
+            ),
             "quick": profile("quick", quick.pop("description"), _with(base, **quick)),
             "paper": profile("paper", paper.pop("description"), _with(base, **paper)),
         },
@@ -163,38 +205,86 @@ def _stream_experiment(name: str, description: str, dataset: str, in_features: i
 
 
 DIGITS_PERMUTED = _stream_experiment(
-    "digits-permuted", "Permuted scikit-learn digits (8×8): 5 pixel permutations learned in sequence; average "
-    "accuracy after the stream.", "digits", 64,
-    quick={"description": "minutes: 5 experiences of all 1,347 training digits, SGD 30 epochs at lr 0.03, "
-           "λ = 30 (tuned on held-out training digits), 5 runs",
-           "train_per_experience": None, "runs": 5, "epochs": 30, "lr": 0.03, "ewc_lambda": 30.0},
-    paper={"description": "10 experiences, 10 runs (quick's lr, epochs and λ, not re-tuned)",
-           "train_per_experience": None, "experiences": 10, "runs": 10, "epochs": 30, "lr": 0.03, "ewc_lambda": 30.0},
+    "digits-permuted",
+    "Permuted scikit-learn digits (8×8): 5 pixel permutations learned in sequence; average accuracy after the stream.",
+    "digits",
+    64,
+    quick={
+        "description": "minutes: 5 experiences of all 1,347 training digits, SGD 30 epochs at lr 0.03, "
+        "λ = 30 (tuned on held-out training digits), 5 runs",
+        "train_per_experience": None,
+        "runs": 5,
+        "epochs": 30,
+        "lr": 0.03,
+        "ewc_lambda": 30.0,
+    },
+    paper={
+        "description": "10 experiences, 10 runs (quick's lr, epochs and λ, not re-tuned)",
+        "train_per_experience": None,
+        "experiences": 10,
+        "runs": 10,
+        "epochs": 30,
+        "lr": 0.03,
+        "ewc_lambda": 30.0,
+    },
 )
 FMNIST_PERMUTED = _stream_experiment(
-    "fmnist-permuted", "Permuted Fashion-MNIST (the EWC benchmark protocol on Fashion-MNIST): pixel permutations "
-    "learned in sequence; average accuracy after the stream.", "fashion-mnist", 784,
-    quick={"description": "minutes on 2 CPU cores: 5 experiences of 10,000 images, SGD 3 epochs at lr 0.1, λ = 1 "
-           "(tuned on held-out training images), 5 runs",
-           "epochs": 3, "lr": 0.1, "ewc_lambda": 1.0, "runs": 5},
-    paper={"description": "10 experiences of all 60,000 images, MLP 784-400-400-10, 5 runs (quick's lr, epochs "
-           "and λ, not re-tuned)",
-           "experiences": 10, "train_per_experience": None, "hidden": (400, 400), "runs": 5, "epochs": 3,
-           "lr": 0.1, "ewc_lambda": 1.0},
+    "fmnist-permuted",
+    "Permuted Fashion-MNIST (the EWC benchmark protocol on Fashion-MNIST): pixel permutations "
+    "learned in sequence; average accuracy after the stream.",
+    "fashion-mnist",
+    784,
+    quick={
+        "description": "minutes on 2 CPU cores: 5 experiences of 10,000 images, SGD 3 epochs at lr 0.1, λ = 1 "
+        "(tuned on held-out training images), 5 runs",
+        "epochs": 3,
+        "lr": 0.1,
+        "ewc_lambda": 1.0,
+        "runs": 5,
+    },
+    paper={
+        "description": "10 experiences of all 60,000 images, MLP 784-400-400-10, 5 runs (quick's lr, epochs "
+        "and λ, not re-tuned)",
+        "experiences": 10,
+        "train_per_experience": None,
+        "hidden": (400, 400),
+        "runs": 5,
+        "epochs": 3,
+        "lr": 0.1,
+        "ewc_lambda": 1.0,
+    },
 )
 FMNIST_SPLIT = _stream_experiment(
-    "fmnist-split", "Split Fashion-MNIST (Zenke et al. 2017's split protocol): 5 experiences of 2 classes "
+    "fmnist-split",
+    "Split Fashion-MNIST (Zenke et al. 2017's split protocol): 5 experiences of 2 classes "
     "(0/1, 2/3, …) learned in sequence; option scenario = task (task-incremental: the output units of the "
     "experience's classes only, a masked multi-head) or class (class-incremental: all 10 outputs, no task "
-    "identity); average accuracy after the stream.", "fashion-mnist", 784,
+    "identity); average accuracy after the stream.",
+    "fashion-mnist",
+    784,
     base=_SPLIT,
-    smoke={"description": "seconds: 5 experiences of 100 images, 2 runs (tests)", "experiences": 5,
-           "train_per_experience": 100},
-    quick={"description": "minutes on 2 CPU cores: 5 experiences of 2,000 images, SGD 3 epochs at lr 0.1, λ = 100 "
-           "(tuned on held-out training images, task-incremental), 5 runs",
-           "train_per_experience": 2000, "epochs": 3, "lr": 0.1, "ewc_lambda": 100.0, "runs": 5},
-    paper={"description": "5 experiences of all 12,000 images, MLP 784-400-400-10, 5 runs (quick's lr, epochs "
-           "and λ, not re-tuned)",
-           "hidden": (400, 400), "epochs": 3, "lr": 0.1, "ewc_lambda": 100.0, "runs": 5},
+    smoke={
+        "description": "seconds: 5 experiences of 100 images, 2 runs (tests)",
+        "experiences": 5,
+        "train_per_experience": 100,
+    },
+    quick={
+        "description": "minutes on 2 CPU cores: 5 experiences of 2,000 images, SGD 3 epochs at lr 0.1, λ = 100 "
+        "(tuned on held-out training images, task-incremental), 5 runs",
+        "train_per_experience": 2000,
+        "epochs": 3,
+        "lr": 0.1,
+        "ewc_lambda": 100.0,
+        "runs": 5,
+    },
+    paper={
+        "description": "5 experiences of all 12,000 images, MLP 784-400-400-10, 5 runs (quick's lr, epochs "
+        "and λ, not re-tuned)",
+        "hidden": (400, 400),
+        "epochs": 3,
+        "lr": 0.1,
+        "ewc_lambda": 100.0,
+        "runs": 5,
+    },
     make_stream=_split_stream,
 )

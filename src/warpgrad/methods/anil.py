@@ -41,7 +41,12 @@ class ANIL(MAML):
     name = "anil"
 
     def __init__(
-        self, model: nn.Module, inner_optimizer: InnerOptimizer, inner_steps: int, *, head: str | None = None,
+        self,
+        model: nn.Module,
+        inner_optimizer: InnerOptimizer,
+        inner_steps: int,
+        *,
+        head: str | None = None,
         **options: Any,
     ):
         super().__init__(model, inner_optimizer, inner_steps, adapt=head_only(head), **options)

@@ -145,8 +145,13 @@ class MetaLearner:
     def adapt(self, task: Task, generator: torch.Generator, steps: int | None = None) -> Params:
         theta0, rest = self.parameters_by_role()
         theta, _ = inner_loop(
-            self.model, self.inner_optimizer, theta0, rest, task,
-            self.inner_steps if steps is None else steps, generator,
+            self.model,
+            self.inner_optimizer,
+            theta0,
+            rest,
+            task,
+            self.inner_steps if steps is None else steps,
+            generator,
         )
         return combine(theta, {k: v.detach() for k, v in rest.items()})
 
@@ -169,9 +174,7 @@ class MetaLearner:
         return grads.metrics
 
     @torch.no_grad()
-    def evaluate(
-        self, tasks: list[Task], generator: torch.Generator, steps: int | None = None
-    ) -> dict[str, Tensor]:
+    def evaluate(self, tasks: list[Task], generator: torch.Generator, steps: int | None = None) -> dict[str, Tensor]:
         """Per-task test loss and metric after adaptation (tensors of shape ``[len(tasks)]``).
 
         The model runs in eval mode (dropout off), here and during the adaptation it scores.
@@ -254,6 +257,9 @@ class BaselineConfig:
 
 
 register(
-    "baseline", NoMetaLearning, BaselineConfig,
-    "no meta-learning: the WarpGrad network (identity warps) adapted from its random init", uses_warps=True,
+    "baseline",
+    NoMetaLearning,
+    BaselineConfig,
+    "no meta-learning: the WarpGrad network (identity warps) adapted from its random init",
+    uses_warps=True,
 )

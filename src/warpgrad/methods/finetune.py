@@ -52,5 +52,6 @@ class FineTune(InitialisationLearner):
         return dict(zip(theta0, grads)), {"train_loss": float(loss.detach())}
 
 
-register("finetune", FineTune, FineTuneConfig,
-         "fine-tuning: joint pre-training on the meta-training tasks, then adaptation")
+register(
+    "finetune", FineTune, FineTuneConfig, "fine-tuning: joint pre-training on the meta-training tasks, then adaptation"
+)

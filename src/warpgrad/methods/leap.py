@@ -88,9 +88,7 @@ class LeapPath:
             )
             self.gradient = inc if self.gradient is None else {k: self.gradient[k] + inc[k] for k in inc}
             d_loss = float(loss - loss_prev) if self.loss_term else 0.0
-            self.length += float(
-                torch.sqrt(sum(((theta[k] - theta_prev[k]) ** 2).sum() for k in theta) + d_loss**2)
-            )
+            self.length += float(torch.sqrt(sum(((theta[k] - theta_prev[k]) ** 2).sum() for k in theta) + d_loss**2))
         self._previous = (theta, loss, None if grad is None else {k: v.detach() for k, v in grad.items()})
 
 

@@ -198,8 +198,15 @@ class MAML(MetaLearner):
         learned = self.meta_filter(self.model)
         rest = {k: v if k in learned else v.detach() for k, v in rest.items()}
         return mean_adapted_loss(
-            self.model, self.inner_optimizer, theta0, rest, tasks, self.inner_steps, generator,
-            self.first_order, self.batched,
+            self.model,
+            self.inner_optimizer,
+            theta0,
+            rest,
+            tasks,
+            self.inner_steps,
+            generator,
+            self.first_order,
+            self.batched,
         )
 
     def meta_gradients(
@@ -254,8 +261,12 @@ def _inner_lr_options(options: dict[str, Any]) -> dict[str, Any]:
 register("maml", MAML, MAMLConfig, "MAML: second-order meta-gradient through the inner loop")
 register("fomaml", MAML, FOMAMLConfig, "first-order MAML")
 register(
-    "metasgd", MetaSGD, MetaSGDConfig, "Meta-SGD: MAML with a learned learning rate per parameter",
-    inner_optimizer=False, experiment_options=_inner_lr_options,
+    "metasgd",
+    MetaSGD,
+    MetaSGDConfig,
+    "Meta-SGD: MAML with a learned learning rate per parameter",
+    inner_optimizer=False,
+    experiment_options=_inner_lr_options,
 )
 
 __all__ = ["MAML", "MetaSGD", "MAMLConfig", "FOMAMLConfig", "MetaSGDConfig", "maml_gradient", "adapted_test_loss"]

@@ -31,7 +31,16 @@ from typing import Any, Callable
 
 from torch import nn
 
-__all__ = ["MethodInfo", "register", "method_info", "registered", "make_config", "parse_value", "config_fields"]
+__all__ = [
+    "MethodInfo",
+    "register",
+    "check_choice",
+    "method_info",
+    "registered",
+    "make_config",
+    "parse_value",
+    "config_fields",
+]
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,12 @@ def method_info(name: str) -> MethodInfo:
     if name not in methods:
         raise ValueError(f"unknown method {name!r}; registered: {', '.join(methods)}")
     return methods[name]
+
+
+def check_choice(name: str, value: Any, allowed: Any) -> None:
+    """Raise a ValueError naming ``value`` and the ``allowed`` ones unless it is one of them."""
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
 
 
 def config_fields(config: type) -> dict[str, Any]:

@@ -66,8 +66,8 @@ from warpgrad.core.tree import Params, State, same_shapes, tree_stack
 from warpgrad.methods.base import MetaLearner, task_loss
 from warpgrad.methods.leap import LeapPath, run_trajectory
 from warpgrad.methods.maml import maml_gradient
-from warpgrad.methods.registry import register
-from warpgrad.tasks.base import Task, loss_function
+from warpgrad.methods.registry import check_choice, register
+from warpgrad.tasks.base import Task, as_task, loss_function
 
 OBJECTIVES = ("exact", "first_order", "approx")
 ALGORITHMS = ("offline", "online")
@@ -95,7 +95,7 @@ def warp_objective(
     Differentiate the result w.r.t. ``phi`` for the point's meta-gradient. ``theta`` and
     ``state`` are constants. Works on plain tensors and under ``torch.func.vmap``.
     """
-    loss = task_loss(model, _as_task(task), phi)
+    loss = task_loss(model, as_task(task), phi)
     theta = {k: v.detach() for k, v in theta.items()}
     if objective == "approx":
         stepped = theta
@@ -107,20 +107,15 @@ def warp_objective(
     return loss(stepped, meta_batch)
 
 
-class _LossTask:
-    def __init__(self, loss: Callable[[Tensor, Tensor], Tensor]):
-        self.loss = loss
-
-
-def _as_task(task: Any) -> Any:
-    return task if hasattr(task, "train_batch") or hasattr(task, "objective") else _LossTask(task)
-
-
 # ---------------------------------------------------------------------------------- algorithms
 
 
 def algorithm_2_offline(
-    learner: WarpGrad, tasks: list[Task], generator: torch.Generator, reduction: Reduction, apply: Apply,
+    learner: WarpGrad,
+    tasks: list[Task],
+    generator: torch.Generator,
+    reduction: Reduction,
+    apply: Apply,
     warp_updates: int,
 ) -> dict[str, float]:
     """Algorithm 2 (offline meta-training of warps), one meta-batch:
@@ -183,11 +178,6 @@ def algorithm_1_online(
 # ---------------------------------------------------------------------------------- the learner
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...] | dict[str, Any]) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
-
-
 @dataclass
 class WarpGradConfig:
     """WarpGrad's options (the module docstring says what each computes).
@@ -238,11 +228,11 @@ class WarpGrad(MetaLearner):
         objective, algorithm, init, meta_optimizer = c.objective, c.algorithm, c.init, c.meta_optimizer
         buffer_size, warp_batch, warp_updates = c.buffer_size, c.warp_batch, c.warp_updates
         super().__init__(model, inner_optimizer, inner_steps)
-        _choice("objective", objective, OBJECTIVES)
-        _choice("algorithm", algorithm, ALGORITHMS)
-        _choice("init", init, INITS)
-        _choice("meta_optimizer", meta_optimizer, META_OPTIMIZERS)
-        _choice("meta_loss_data", c.meta_loss_data, META_LOSS_DATA)
+        check_choice("objective", objective, OBJECTIVES)
+        check_choice("algorithm", algorithm, ALGORITHMS)
+        check_choice("init", init, INITS)
+        check_choice("meta_optimizer", meta_optimizer, META_OPTIMIZERS)
+        check_choice("meta_loss_data", c.meta_loss_data, META_LOSS_DATA)
         for label, value in (("buffer_size", buffer_size), ("warp_updates", warp_updates)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
@@ -274,7 +264,14 @@ class WarpGrad(MetaLearner):
         for i, task in enumerate(tasks):
             path = LeapPath(**self.leap_options) if self.init == "leap" else None
             _, final_loss = run_trajectory(
-                self.model, self.inner_optimizer, theta0, phi, task, self.inner_steps, generator, path,
+                self.model,
+                self.inner_optimizer,
+                theta0,
+                phi,
+                task,
+                self.inner_steps,
+                generator,
+                path,
                 lambda k, theta, state, loss, grad, batch, i=i: visit(i, theta, state),
             )
             final_losses.append(final_loss)
@@ -323,14 +320,16 @@ class WarpGrad(MetaLearner):
             state = tree_stack([p.state for p in points])
 
             def one(theta: Params, state: State, inner: Batch, meta: Batch) -> Tensor:
-                return warp_objective(self.model, task, self.inner_optimizer, theta, state, phi, inner, meta,
-                                      self.objective)
+                return warp_objective(
+                    self.model, task, self.inner_optimizer, theta, state, phi, inner, meta, self.objective
+                )
 
             stacked = tree_stack(batches)
             return torch.func.vmap(one)(theta, state, stacked[0], stacked[1]).mean()
         losses = [
-            warp_objective(self.model, tasks[p.task], self.inner_optimizer, p.theta, p.state, phi, inner, meta,
-                           self.objective)
+            warp_objective(
+                self.model, tasks[p.task], self.inner_optimizer, p.theta, p.state, phi, inner, meta, self.objective
+            )
             for p, (inner, meta) in zip(points, batches)
         ]
         return torch.stack(losses).mean()
@@ -380,9 +379,19 @@ class WarpGrad(MetaLearner):
 
 
 register(
-    "warpgrad", WarpGrad, WarpGradConfig,
-    "WarpGrad: meta-learned warp layers (+ Warp-MAML or Warp-Leap initialisation)", uses_warps=True,
+    "warpgrad",
+    WarpGrad,
+    WarpGradConfig,
+    "WarpGrad: meta-learned warp layers (+ Warp-MAML or Warp-Leap initialisation)",
+    uses_warps=True,
 )
 
-__all__ = ["WarpGrad", "WarpGradConfig", "warp_objective", "ReservoirBuffer", "TrajectoryPoint",
-           "algorithm_1_online", "algorithm_2_offline"]
+__all__ = [
+    "WarpGrad",
+    "WarpGradConfig",
+    "warp_objective",
+    "ReservoirBuffer",
+    "TrajectoryPoint",
+    "algorithm_1_online",
+    "algorithm_2_offline",
+]

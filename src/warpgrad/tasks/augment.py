@@ -36,8 +36,10 @@ def random_affine(
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     # the grid maps output coordinates to input coordinates: the inverse of the image transform
     theta = torch.stack(
-        [torch.stack([cos, sin, -(cos * shift[:, 0] + sin * shift[:, 1])], 1),
-         torch.stack([-sin, cos, -(-sin * shift[:, 0] + cos * shift[:, 1])], 1)],
+        [
+            torch.stack([cos, sin, -(cos * shift[:, 0] + sin * shift[:, 1])], 1),
+            torch.stack([-sin, cos, -(-sin * shift[:, 0] + cos * shift[:, 1])], 1),
+        ],
         1,
     )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)

@@ -85,6 +85,18 @@ def evaluation(task: Any) -> Callable[[Forward, Any], tuple[Tensor, Tensor]]:
     return supervised
 
 
+class _LossTask:
+    def __init__(self, loss: Callable[[Tensor, Tensor], Tensor]):
+        self.loss = loss
+
+
+def as_task(task_or_loss: Any) -> Any:
+    """A task, or a plain ``loss(prediction, target)`` as a supervised task (for its objective)."""
+    if hasattr(task_or_loss, "train_batch") or hasattr(task_or_loss, "objective"):
+        return task_or_loss
+    return _LossTask(task_or_loss)
+
+
 def loss_function(task: Any):
     """The function behind the task's objective (tasks that share it can be vmapped together)."""
     own = getattr(task, "objective", None)

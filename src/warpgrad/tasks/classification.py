@@ -130,8 +130,11 @@ class EpisodeFamily:
             query.append(images[self.shots :])
         labels = torch.arange(self.ways)
         return Episode(
-            torch.cat(support), labels.repeat_interleave(self.shots),
-            torch.cat(query), labels.repeat_interleave(self.queries), chosen,
+            torch.cat(support),
+            labels.repeat_interleave(self.shots),
+            torch.cat(query),
+            labels.repeat_interleave(self.queries),
+            chosen,
         )
 
 
@@ -151,8 +154,12 @@ class MultiShotFamily:
     lower_is_better = False
 
     def __post_init__(self) -> None:
-        _positive(ways=self.ways, train_per_class=self.train_per_class, test_per_class=self.test_per_class,
-                  batch_size=self.batch_size)
+        _positive(
+            ways=self.ways,
+            train_per_class=self.train_per_class,
+            test_per_class=self.test_per_class,
+            batch_size=self.batch_size,
+        )
         if not self.eligible_groups():
             raise ValueError(
                 f"no group of {self.dataset.name} split {self.split_name!r} has {self.ways} classes with "
@@ -184,7 +191,11 @@ class MultiShotFamily:
             test.append(images[self.train_per_class :])
         labels = torch.arange(self.ways)
         return MultiShotTask(
-            torch.cat(train), labels.repeat_interleave(self.train_per_class),
-            torch.cat(test), labels.repeat_interleave(self.test_per_class),
-            self.batch_size, self.augment, chosen,
+            torch.cat(train),
+            labels.repeat_interleave(self.train_per_class),
+            torch.cat(test),
+            labels.repeat_interleave(self.test_per_class),
+            self.batch_size,
+            self.augment,
+            chosen,
         )

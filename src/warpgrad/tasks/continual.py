@@ -154,8 +154,13 @@ def permuted_stream(train: Arrays, test: Arrays, n_experiences: int, seed: int =
         perm = torch.arange(n_pixels) if t == 0 else torch.randperm(n_pixels, generator=generator)
         experiences.append(
             Experience(
-                t, permute_pixels(train_x, perm), train_y, permute_pixels(test_x, perm), test_y,
-                sorted(set(train_y.tolist()) | set(test_y.tolist())), 0,
+                t,
+                permute_pixels(train_x, perm),
+                train_y,
+                permute_pixels(test_x, perm),
+                test_y,
+                sorted(set(train_y.tolist()) | set(test_y.tolist())),
+                0,
             )
         )
     return Stream("permuted", "domain-incremental", experiences, _n_classes(train_y, test_y))
@@ -226,9 +231,7 @@ def split_stream(
     labels are the original ones and ``task_id`` is 0. Every test label must be a training class.
     """
     if scenario not in ("task-incremental", "class-incremental"):
-        raise ValueError(
-            f"split_stream scenario must be 'task-incremental' or 'class-incremental', got {scenario!r}"
-        )
+        raise ValueError(f"split_stream scenario must be 'task-incremental' or 'class-incremental', got {scenario!r}")
     _check_positive_int("classes_per_experience", classes_per_experience)
     (train_x, train_y), (test_x, test_y) = _check_arrays("train", train), _check_arrays("test", test)
     classes = sorted(set(train_y.tolist()))

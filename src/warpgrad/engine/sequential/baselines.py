@@ -66,7 +66,7 @@ def online_network_meta_test(
         params, _ = unroll(loss, params, sgd(lr), examples, differentiable=True)
         seen = torch.cat(list(evals[: c + 1]))
         predicted = functional_apply(model, params, seen).argmax(-1)
-        correct = (predicted == torch.cat([torch.full((e.shape[0],), labels[j]) for j, e in enumerate(evals[: c + 1])]))
+        correct = predicted == torch.cat([torch.full((e.shape[0],), labels[j]) for j, e in enumerate(evals[: c + 1])])
         correct = correct.to(torch.get_default_dtype())
         per_class.append(torch.stack([v.mean() for v in torch.split(correct, [e.shape[0] for e in evals[: c + 1]])]))
         accuracy.append(correct.mean())
@@ -105,8 +105,13 @@ class Scratch:
         params.update({f"head.{k}": v for k, v in reset_head(self.head, head_reset).items()})
         with torch_threads(1):  # one-image steps gain nothing from more threads and lose much on a busy machine
             return online_network_meta_test(
-                self.model, params, stream_x_per_class, self.inner_lr if lr is None else lr, eval_x_per_class,
-                labels, self.loss_fn,
+                self.model,
+                params,
+                stream_x_per_class,
+                self.inner_lr if lr is None else lr,
+                eval_x_per_class,
+                labels,
+                self.loss_fn,
             )
 
     def state_dict(self) -> dict[str, Any]:
@@ -152,4 +157,3 @@ class Pretrain(TrajectoryMetaLearner):
     def frozen_features(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             return self.rln(x)
-

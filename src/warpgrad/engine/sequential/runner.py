@@ -81,8 +81,7 @@ def meta_train(
 
 def _check_options(o: dict[str, Any], dataset: Any) -> int:
     """Validate the profile against the dataset; return the number of train classes to meta-train on."""
-    for key in ("trajectory", "test_classes", "stream_per_class", "held_out_per_class", "runs", "tune_runs",
-                "outputs"):
+    for key in ("trajectory", "test_classes", "stream_per_class", "held_out_per_class", "runs", "tune_runs", "outputs"):
         if not isinstance(o[key], int) or o[key] < 1:
             raise ValueError(f"setting {key} must be a positive integer, got {o[key]!r}")
     for key in ("remember", "meta_classes", "threads"):
@@ -156,17 +155,21 @@ def _run(experiment: Any, methods: list[str], profile: Any, seed: int, out_dir: 
         losses: list[float] = []
         if getattr(learner, "meta_trains", True):
             # every method meta-trains on the same samples (the dataset caches the images)
-            sampler = TrajectorySampler(dataset, classes, o["trajectory"], o["remember"],
-                                        torch.Generator().manual_seed(seed))
+            sampler = TrajectorySampler(
+                dataset, classes, o["trajectory"], o["remember"], torch.Generator().manual_seed(seed)
+            )
             losses = meta_train(
-                learner, sampler, profile.meta_steps,
+                learner,
+                sampler,
+                profile.meta_steps,
                 reset_class_row=bool(o["reset_class_row"]) and getattr(learner, "resets_class_row", False),
-                progress=progress, desc=f"{experiment.name}/{method}",
+                progress=progress,
+                desc=f"{experiment.name}/{method}",
             )
         trained = time.perf_counter()
         result = evaluate(learner, dataset, o, seed, streams)
         mean_curve = result["curves"].mean(0)
-        tail = losses[-max(1, len(losses) // 10):]
+        tail = losses[-max(1, len(losses) // 10) :]
         mean, ci95 = mean_ci95(result["final"])
         n = int(mean_curve.numel())
         entries[method] = {
@@ -183,10 +186,16 @@ def _run(experiment: Any, methods: list[str], profile: Any, seed: int, out_dir: 
             "curve": mean_curve.tolist(),
             "extra": {
                 "train_accuracy": mean_ci95_entry(result["train_final"]),
-                "tuning": {"split": "val", "classes": result["n_val_classes"], "runs": o["tune_runs"],
-                           "accuracy": {repr(k): v for k, v in result["tuning"].items()}},
+                "tuning": {
+                    "split": "val",
+                    "classes": result["n_val_classes"],
+                    "runs": o["tune_runs"],
+                    "accuracy": {repr(k): v for k, v in result["tuning"].items()},
+                },
                 "meta_training": {
-                    "steps": len(losses), "classes": len(classes), "time_s": round(trained - started, 3),
+                    "steps": len(losses),
+                    "classes": len(classes),
+                    "time_s": round(trained - started, 3),
                     "final_meta_loss": sum(tail) / len(tail) if losses else None,
                 },
             },
@@ -221,8 +230,11 @@ def _cell(stat: dict[str, Any] | None) -> str:
 
 def table(results: dict[str, Any]) -> str:
     """The comparison table, then per method the chosen lr, the train accuracy and the curve at a few points."""
-    lines = [format_table(results), "", "per method: meta-test lr (chosen on val), train accuracy, held-out accuracy "
-             "after 1/10/25/N classes:"]
+    lines = [
+        format_table(results),
+        "",
+        "per method: meta-test lr (chosen on val), train accuracy, held-out accuracy after 1/10/25/N classes:",
+    ]
     for name, entry in results["methods"].items():
         curve = entry.get("curve") or []
         points = [k for k in (1, 10, 25) if k < len(curve)] + ([len(curve)] if curve else [])

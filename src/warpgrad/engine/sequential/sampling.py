@@ -39,9 +39,7 @@ class TrajectorySampler:
         self.images = [dataset.images(c) for c in self.classes]
         short = [c for c, x in zip(self.classes, self.images) if x.shape[0] < trajectory]
         if short:
-            raise ValueError(
-                f"trajectory={trajectory} but class(es) {short[:5]} of {dataset.name} have fewer images"
-            )
+            raise ValueError(f"trajectory={trajectory} but class(es) {short[:5]} of {dataset.name} have fewer images")
         self.counts = torch.tensor([x.shape[0] for x in self.images])
 
     def sample(self) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:

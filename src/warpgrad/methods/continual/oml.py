@@ -169,8 +169,7 @@ class TrajectoryMetaLearner:
     def init_shell(self, meta_optimizer: str, meta_lr: float) -> None:
         """The meta-shell over ``self.model``, with one group of :meth:`meta_parameters`."""
         self.shell = MetaShell(self.model)
-        self.shell.add_group("meta", {str(i): p for i, p in enumerate(self.meta_parameters())}, meta_optimizer,
-                             meta_lr)
+        self.shell.add_group("meta", {str(i): p for i, p in enumerate(self.meta_parameters())}, meta_optimizer, meta_lr)
 
     @property
     def meta_optimizer(self) -> torch.optim.Optimizer:

@@ -123,8 +123,9 @@ class ContinualWarpGrad:
 
         theta, state = detach(theta0), None
         for t, experience in enumerate(experiences):
-            batches = (_batch(experience.train_x, experience.train_y, self.batch_size, generator)
-                       for _ in range(self.steps))
+            batches = (
+                _batch(experience.train_x, experience.train_y, self.batch_size, generator) for _ in range(self.steps)
+            )
             hook = None if meta_gradient is None else (lambda k, th, s, v, g, b, t=t: meta_gradient_at(t, th, s, b))
             theta, state = unroll(loss, theta, self.inner_optimizer, batches, state=state, on_step=hook)
             if on_experience is not None:
@@ -164,9 +165,9 @@ class ContinualWarpGrad:
 
         def record(t: int, theta: Params) -> None:
             params = combine(theta, {k: v.detach() for k, v in phi.items()})
-            rows.append(torch.stack([
-                self.loss_fn(functional_apply(self.model, params, e.test_x), e.test_y) for e in sequence
-            ]))
+            rows.append(
+                torch.stack([self.loss_fn(functional_apply(self.model, params, e.test_x), e.test_y) for e in sequence])
+            )
 
         self.train_sequence(sequence, generator, on_experience=record)
         return torch.stack(rows)
