@@ -298,10 +298,11 @@ def _list(args: argparse.Namespace) -> int:
     from warpgrad.experiments import EXPERIMENTS
     from warpgrad.methods.registry import registered
 
-    lines = ["experiments (every experiment runs every method; --set KEY=VALUE overrides a profile setting):"]
+    lines = ["experiments (--set KEY=VALUE overrides a profile setting or a method option):"]
     for experiment in EXPERIMENTS.values():
         lines.append(f"  {experiment.name}: {experiment.description}")
         lines.append(f"    data: {_dataset_status(experiment.dataset)}")
+        lines.append(f"    methods: {', '.join(experiment.methods)}")
         width = max(map(len, experiment.profiles))
         for name, profile in experiment.profiles.items():
             lines.append(f"    {name.ljust(width)}  {profile.description}")

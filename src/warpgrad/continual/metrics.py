@@ -10,7 +10,6 @@ to forget or transfer to: forgetting and backward transfer are then defined as 0
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Sequence
 
 import torch
@@ -136,19 +135,10 @@ def accuracy_vs_classes(
 
 
 def _save_atomic(fig, path: str | os.PathLike) -> None:
-    """Write ``fig`` as a PNG to a temporary file next to ``path``, then rename it into place."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``fig`` as a PNG atomically (:func:`warpgrad.engine.checkpoint.atomic_write`)."""
+    from warpgrad.engine.checkpoint import atomic_write
+
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
 
 
 def _figure(size: tuple[float, float]):
