@@ -9,3 +9,12 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(autouse=True)
+def fresh_batching_warnings():
+    """Each test sees the vmap-fallback warning anew (a process shows it once per kind of model)."""
+    from warpgrad.core import batching
+
+    batching._WARNED.clear()
+    yield

@@ -136,3 +136,13 @@ def test_evaluation_runs_in_eval_mode_and_is_deterministic():
     assert modes and not any(modes)  # every forward pass of the evaluation (adaptation included)
     learner.meta_step(TASKS, torch.Generator().manual_seed(0))
     assert modes[-1]  # meta-training keeps dropout on
+
+
+def test_the_fallback_warning_is_shown_once_per_process():
+    import warnings
+
+    with pytest.warns(UserWarning, match="one at a time"):
+        MAML(model(), sgd(LR), STEPS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second learner on the same kind of model: no warning
+        MAML(model(), sgd(LR), STEPS)

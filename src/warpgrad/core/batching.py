@@ -44,16 +44,20 @@ def unbatchable_modules(module: nn.Module) -> list[tuple[str, str]]:
     return found
 
 
+_WARNED: set[str] = set()
+
+
 def batching_allowed(module: nn.Module, batched: bool) -> bool:
-    """``batched``, unless the model has modules vmap cannot batch: then one warning, and False."""
+    """``batched``, unless the model has modules vmap cannot batch: then False, and a warning the
+    first time this process meets such a model (a run builds its learner more than once)."""
     unsafe = unbatchable_modules(module) if batched else []
     if unsafe:
         by_reason: dict[str, list[str]] = {}
         for name, reason in unsafe:
             by_reason.setdefault(reason, []).append(name)
         why = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
-        warnings.warn(
-            f"tasks are processed one at a time instead of batched with vmap ({why}); the results are the same",
-            stacklevel=3,
-        )
+        message = f"tasks are processed one at a time instead of batched with vmap ({why}); the results are the same"
+        if message not in _WARNED:
+            _WARNED.add(message)
+            warnings.warn(message, stacklevel=3)
     return batched and not unsafe
