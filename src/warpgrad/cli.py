@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the schedule, options and every method's resolved options of an experiment at a "
         "profile, with --set overrides applied (JSON).",
     )
-    show.add_argument("experiment", help="experiment name (see `warpgrad list`) or module:NAME")
+    show.add_argument("experiment", help="experiment name (see `warpgrad list`), or module:NAME / file.py:NAME")
     show.add_argument("--profile", default="quick", help="smoke, quick or paper (default: quick)")
     show.add_argument("--method", default="all", metavar="M[,M...]|all", help="methods to show (default: all)")
     _add_set_argument(show)
