@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Reduction", "LOCAL", "MetaShell", "MetaGradients", "META_OPTIMIZERS", "make_meta_optimizer", "step_along"]
+__all__ = ["Reduction", "LOCAL", "MetaShell", "MetaGradients", "META_OPTIMIZERS", "make_meta_optimizer"]
 
 META_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -69,17 +69,6 @@ def make_meta_optimizer(name: str, params: list[Tensor], lr: float) -> torch.opt
     return META_OPTIMIZERS[name](params, lr=lr)
 
 
-def step_along(
-    optimizer: torch.optim.Optimizer, params: list[Tensor], grads: list[Tensor], reduction: Reduction = LOCAL
-) -> None:
-    """Reduce ``grads`` over processes, set them as ``.grad`` of ``params`` and step ``optimizer``."""
-    reduced = reduction.gradients(list(grads))
-    for p, g in zip(params, reduced, strict=True):
-        p.grad = g.detach().clone()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
 class MetaShell:
     """Every meta-parameter (``module``: the model and ``extra`` meta-parameters) and one
     meta-optimiser per named group."""
@@ -115,7 +104,10 @@ class MetaShell:
         set them as ``.grad`` of group ``name`` and step its meta-optimiser."""
         params, optimizer = self.groups[name]
         ordered = [grads[k] for k in params] if isinstance(grads, dict) else list(grads)
-        step_along(optimizer, list(params.values()), ordered, reduction)
+        for p, g in zip(params.values(), reduction.gradients(ordered), strict=True):
+            p.grad = g.detach().clone()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     def to(self, device: torch.device | str) -> None:
         """Move every meta-parameter in place (the optimisers hold the same tensor objects)."""

@@ -22,7 +22,7 @@ from torch import Tensor
 Params = dict[str, Tensor]
 State = dict[str, Any]
 
-__all__ = ["Params", "State", "tree_map", "detach", "tree_detach", "tree_stack", "tree_unstack", "zeros_like"]
+__all__ = ["Params", "State", "tree_map", "detach", "tree_stack", "same_shapes"]
 
 
 def tree_map(fn: Callable[..., Tensor], tree: Any, *rest: Any) -> Any:
@@ -36,18 +36,9 @@ def tree_map(fn: Callable[..., Tensor], tree: Any, *rest: Any) -> Any:
     return tree
 
 
-def tree_detach(tree: Any) -> Any:
-    """Every tensor detached (sharing storage, no autograd history)."""
-    return tree_map(lambda t: t.detach(), tree)
-
-
 def detach(params: Params, requires_grad: bool = False) -> Params:
     """Detached *copies* of the tensors (sharing no autograd history), optionally requiring grad."""
     return {k: v.detach().clone().requires_grad_(requires_grad) for k, v in params.items()}
-
-
-def zeros_like(tree: Any) -> Any:
-    return tree_map(torch.zeros_like, tree)
 
 
 def tree_stack(trees: list[Any]) -> Any:
@@ -60,11 +51,6 @@ def tree_stack(trees: list[Any]) -> Any:
     if isinstance(first, (list, tuple)):
         return type(first)(tree_stack([t[i] for t in trees]) for i in range(len(first)))
     return first
-
-
-def tree_unstack(tree: Any, n: int) -> list[Any]:
-    """The inverse of :func:`tree_stack`: ``n`` trees, the i-th holding index ``i`` of every tensor."""
-    return [tree_map(lambda t, i=i: t[i], tree) for i in range(n)]
 
 
 def same_shapes(trees: list[Any]) -> bool:

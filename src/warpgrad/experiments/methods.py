@@ -18,11 +18,7 @@ from torch import nn
 from warpgrad.core.optim import make_inner_optimizer
 from warpgrad.experiments.base import Experiment, MethodSpec, Profile
 from warpgrad.methods.base import MetaLearner
-from warpgrad.methods.registry import MethodInfo, build, make_config, method_info, registered
-
-
-def _methods() -> dict[str, MethodInfo]:
-    return registered()
+from warpgrad.methods.registry import build, make_config, method_info, registered
 
 
 def _inner(o: dict[str, Any]) -> Any:
@@ -44,7 +40,7 @@ def _builder(name: str) -> Callable[[nn.Module, dict[str, Any]], MetaLearner]:
 
 #: the built-in meta-learning methods: name -> (description, uses warp layers, build(model, options))
 METHODS: dict[str, tuple[str, bool, Callable[[nn.Module, dict[str, Any]], MetaLearner]]] = {
-    name: (info.description, info.uses_warps, _builder(name)) for name, info in _methods().items()
+    name: (info.description, info.uses_warps, _builder(name)) for name, info in registered().items()
 }
 
 
@@ -53,7 +49,7 @@ def method_specs(
 ) -> dict[str, MethodSpec]:
     """The registered methods (all, or ``names``) on the network ``make_model(options, warps)``;
     ``warps`` is True for the methods that use warp layers (baseline, WarpGrad, T-Nets)."""
-    chosen = list(_methods()) if names is None else [method_info(n).name for n in names]
+    chosen = list(registered()) if names is None else [method_info(n).name for n in names]
 
     def spec(name: str) -> MethodSpec:
         info = method_info(name)

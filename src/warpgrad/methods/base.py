@@ -19,7 +19,7 @@ frozen body, ...). It owns a pure inner optimiser and a :class:`~warpgrad.core.s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,6 @@ from warpgrad.core.shell import (
     MetaShell,
     Reduction,
     make_meta_optimizer,
-    step_along,
 )
 from warpgrad.core.tree import Params
 from warpgrad.core.unroll import StepHook, unroll
@@ -49,7 +48,6 @@ __all__ = [
     "check_no_running_statistics",
     "META_OPTIMIZERS",
     "make_meta_optimizer",
-    "step_along",
 ]
 
 
@@ -196,9 +194,6 @@ class MetaLearner:
         """Move every meta-parameter to ``device`` in place (before the first meta-step)."""
         self.shell.to(device)
         return self
-
-    def meta_parameter_groups(self) -> Iterator[str]:
-        return iter(self.shell.groups)
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

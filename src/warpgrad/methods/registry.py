@@ -152,12 +152,11 @@ def parse_value(key: str, text: str, kind: Any) -> Any:
         options = [a for a in typing.get_args(kind) if a is not type(None)]
         if text.strip().lower() == "none" and len(options) < len(typing.get_args(kind)):
             return None
-        errors = []
         for option in options:
             try:
                 return parse_value(key, text, option)
-            except ValueError as error:
-                errors.append(str(error))
+            except ValueError:
+                pass
         raise ValueError(f"setting {key}={text!r}: expected {' or '.join(map(_type_name, options))} or none")
     try:
         if kind is bool:
@@ -172,7 +171,7 @@ def parse_value(key: str, text: str, kind: Any) -> Any:
             return text
         if origin is tuple:
             element = (typing.get_args(kind) or (int,))[0]
-            return tuple(element(v) for v in text.split(",") if v.strip())
+            return tuple(element(v) for v in text.split(","))
     except ValueError:
         raise ValueError(f"setting {key}={text!r}: expected {_type_name(kind)}") from None
     raise ValueError(f"setting {key}: cannot parse a value of type {_type_name(kind)}")

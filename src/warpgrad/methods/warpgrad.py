@@ -225,32 +225,32 @@ class WarpGrad(MetaLearner):
     def __init__(self, model: nn.Module, inner_optimizer: InnerOptimizer, inner_steps: int, **options: Any):
         """``options``: the fields of :class:`WarpGradConfig` (the defaults for the others)."""
         c = WarpGradConfig(**options)
-        objective, algorithm, init, meta_optimizer = c.objective, c.algorithm, c.init, c.meta_optimizer
-        buffer_size, warp_batch, warp_updates = c.buffer_size, c.warp_batch, c.warp_updates
         super().__init__(model, inner_optimizer, inner_steps)
-        check_choice("objective", objective, OBJECTIVES)
-        check_choice("algorithm", algorithm, ALGORITHMS)
-        check_choice("init", init, INITS)
-        check_choice("meta_optimizer", meta_optimizer, META_OPTIMIZERS)
-        check_choice("meta_loss_data", c.meta_loss_data, META_LOSS_DATA)
-        for label, value in (("buffer_size", buffer_size), ("warp_updates", warp_updates)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
-        if warp_batch is not None and (not isinstance(warp_batch, int) or warp_batch < 1):
-            raise ValueError(f"warp_batch must be None (all buffered points) or an integer >= 1, got {warp_batch!r}")
+        for name, allowed in (
+            ("objective", OBJECTIVES),
+            ("algorithm", ALGORITHMS),
+            ("init", INITS),
+            ("meta_optimizer", META_OPTIMIZERS),
+            ("meta_loss_data", META_LOSS_DATA),
+        ):
+            check_choice(name, getattr(c, name), allowed)
+        for label in ("buffer_size", "warp_updates"):
+            if not isinstance(getattr(c, label), int) or getattr(c, label) < 1:
+                raise ValueError(f"{label} must be an integer >= 1, got {getattr(c, label)!r}")
+        if c.warp_batch is not None and (not isinstance(c.warp_batch, int) or c.warp_batch < 1):
+            raise ValueError(f"warp_batch must be None (all buffered points) or an integer >= 1, got {c.warp_batch!r}")
         theta0, phi = self.parameters_by_role()
         if not phi:
             raise ValueError("WarpGrad needs a model with at least one warpgrad.Warp layer; found none")
-        self.config = c
-        self.objective, self.algorithm, self.init, self.init_weight = objective, algorithm, init, c.init_weight
-        self.buffer_size, self.warp_batch, self.warp_updates = buffer_size, warp_batch, warp_updates
+        self.objective, self.algorithm, self.init, self.init_weight = c.objective, c.algorithm, c.init, c.init_weight
+        self.buffer_size, self.warp_batch, self.warp_updates = c.buffer_size, c.warp_batch, c.warp_updates
         self.meta_loss_data = c.meta_loss_data
         self.maml_steps = inner_steps if c.maml_steps is None else c.maml_steps
         self.leap_options = {"norm": c.leap_norm, "loss_term": c.leap_loss_term, "stabilizer": c.leap_stabilizer}
         self.batched = batching_allowed(model, c.batched)
-        self.shell.add_group("warp", phi, meta_optimizer, c.warp_lr)
-        if init != "none":
-            self.shell.add_group("init", theta0, meta_optimizer, c.init_lr)
+        self.shell.add_group("warp", phi, c.meta_optimizer, c.warp_lr)
+        if c.init != "none":
+            self.shell.add_group("init", theta0, c.meta_optimizer, c.init_lr)
 
     # ------------------------------------------------------------------ pieces of the algorithms
     def run_trajectories(
