@@ -67,6 +67,16 @@ def test_set_of_an_option_absent_from_the_profile_is_applied_and_recorded(tmp_pa
     assert default["methods"]["warpgrad"]["per_task"] != results["methods"]["warpgrad"]["per_task"]
 
 
+def test_an_optional_method_option_absent_from_the_profile_can_be_set_to_none():
+    sine = get_experiment("sine")
+    assert "maml_steps" not in sine.profile("smoke").options["warpgrad"]
+    profile = sine.resolve("smoke", {"warpgrad.maml_steps": "none", "warpgrad.warp_batch": "3"})
+    assert profile.options["warpgrad"]["maml_steps"] is None and profile.options["warpgrad"]["warp_batch"] == 3
+    assert build_method(sine, "warpgrad", sine.resolve("smoke", {"warpgrad.maml_steps": "2"}), 0).maml_steps == 2
+    with pytest.raises(ValueError, match="expected an integer or none"):
+        sine.resolve("smoke", {"warpgrad.maml_steps": "two"})
+
+
 def test_unknown_option_lists_the_allowed_names(capsys):
     code = main(["run", "sine", "--profile", "smoke", "--set", "warpgrad.init_wieght=0.5", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -51,7 +51,7 @@ class Profile:
                 continue
             parts = key.split(".")
             typed = _method_option(parts, text)
-            if typed is not None:
+            if typed is not NOT_A_METHOD_OPTION:
                 options[parts[0]] = {**options.get(parts[0], {}), parts[1]: typed}
                 continue
             node = options
@@ -80,14 +80,18 @@ class Profile:
         return names
 
 
+NOT_A_METHOD_OPTION = object()
+
+
 def _method_option(parts: list[str], text: str) -> Any:
-    """``text`` parsed as option ``parts[1]`` of registered method ``parts[0]``; ``None`` when
-    ``parts[0]`` is not a registered method. An unknown field is a ValueError naming the allowed."""
+    """``text`` parsed as option ``parts[1]`` of registered method ``parts[0]`` (``None`` is a
+    value: ``--set warpgrad.maml_steps=none``); :data:`NOT_A_METHOD_OPTION` when ``parts[0]`` is not
+    a registered method. An unknown field is a ValueError naming the allowed ones."""
     from warpgrad.methods.registry import config_fields, parse_value, registered
 
     methods = registered()
     if len(parts) != 2 or parts[0] not in methods:
-        return None
+        return NOT_A_METHOD_OPTION
     name, field_name = parts
     fields_ = config_fields(methods[name].config)
     if field_name not in fields_:
@@ -100,20 +104,18 @@ def _method_option(parts: list[str], text: str) -> Any:
 
 
 def _parse_like(key: str, text: str, current: Any) -> Any:
+    """``text`` as a value of ``current``'s type (the registry's typed parser; an optional integer
+    when ``current`` is None, a string for any other type)."""
+    from warpgrad.methods.registry import parse_value
+
+    if current is None:
+        kind: Any = int | None
+    elif isinstance(current, tuple):
+        kind = tuple[int, ...]
+    else:
+        kind = type(current) if type(current) in (bool, int, float) else str
     try:
-        if isinstance(current, bool):
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return text.lower() in ("true", "1")
-        if isinstance(current, int):
-            return int(text)
-        if isinstance(current, float):
-            return float(text)
-        if isinstance(current, tuple):
-            return tuple(int(v) for v in text.split(","))
-        if current is None:
-            return None if text.lower() == "none" else int(text)
-        return text
+        return parse_value(key, text, kind)
     except ValueError:
         raise ValueError(f"setting {key}={text!r}: expected a value like {current!r}") from None
 
