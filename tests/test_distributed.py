@@ -27,6 +27,7 @@ from warpgrad.cli import main
 from warpgrad.core.shell import LOCAL, Reduction
 from warpgrad.distributed import Cluster
 from warpgrad.engine import run
+from warpgrad.engine.checkpoint import load_checkpoint
 from warpgrad.engine.loop import _task_seeds
 from warpgrad.experiments import build_method, get_experiment
 from warpgrad.tasks.base import SeededTask
@@ -108,7 +109,7 @@ def _warpgrad(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def _final_models(out: Path, methods: list[str]) -> dict[str, dict[str, torch.Tensor]]:
-    return {m: torch.load(out / m / "checkpoint.pt", weights_only=True)["learner"]["model"] for m in methods}
+    return {m: load_checkpoint(out / m / "checkpoint.pt")["learner"]["model"] for m in methods}
 
 
 def _assert_same_run(one: Path, two: Path, methods: list[str]) -> None:
@@ -172,7 +173,7 @@ def test_killed_distributed_run_resumes_to_the_same_result(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and launcher.poll() is None:
         if checkpoint.exists():
-            step = torch.load(checkpoint, weights_only=True)["step"]
+            step = load_checkpoint(checkpoint)["step"]
             if step >= 2:
                 os.killpg(launcher.pid, signal.SIGKILL)  # launcher, torchrun and both ranks
                 launcher.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import signal
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from scipy.stats import t as scipy_t
 from torch import nn
 
 from warpgrad.engine import (
@@ -160,14 +162,14 @@ def test_fake_resume_is_bit_exact(tmp_path, stops):
 def test_resume_check_can_fail_when_a_generator_is_not_restored(tmp_path, monkeypatch):
     full = train(FAKE, "fake", "smoke", 5, tmp_path / "a", progress=False)
     train(FAKE, "fake", "smoke", 5, tmp_path / "b", stop_after=3, progress=False)
-    restore = loop_module._Run.restore
+    restore = loop_module._Run._restore
 
     def restore_but_lose_step_generator(self, checkpoint):
         state = self.step_generator.get_state()
         restore(self, checkpoint)
         self.step_generator.set_state(state)
 
-    monkeypatch.setattr(loop_module._Run, "restore", restore_but_lose_step_generator)
+    monkeypatch.setattr(loop_module._Run, "_restore", restore_but_lose_step_generator)
     resumed = train(FAKE, "fake", "smoke", 5, tmp_path / "b", resume=True, progress=False)
     with pytest.raises(AssertionError):
         assert_same_run(tmp_path / "a", tmp_path / "b", "fake", full, resumed)
@@ -300,7 +302,12 @@ def test_failed_checkpoint_during_training_keeps_a_resumable_checkpoint(tmp_path
 
 def test_checkpoint_loads_with_weights_only_and_holds_the_protocol(tmp_path):
     train(FAKE, "fake", "smoke", 0, tmp_path, progress=False)
-    checkpoint = torch.load(checkpoint_path(tmp_path, "fake"), weights_only=True)
+    data = checkpoint_path(tmp_path, "fake").read_bytes()
+    header, payload = data.split(b"\n", 1)
+    assert header.startswith(b"WARPGRAD-CHECKPOINT 2 sha256=")
+    raw = torch.load(io.BytesIO(payload), weights_only=True)  # after the header: torch.save's bytes
+    checkpoint = load_checkpoint(checkpoint_path(tmp_path, "fake"))
+    assert raw["step"] == checkpoint["step"] and torch.equal(raw["torch_rng"], checkpoint["torch_rng"])
     assert checkpoint["step"] == 7
     expected = {"experiment": "fake", "method": "fake", "profile": "smoke", "seed": 0, "settings": ""}
     assert checkpoint["config"] == expected
@@ -324,7 +331,7 @@ def test_mean_ci95_matches_numpy():
     values = np.random.default_rng(0).exponential(size=37)
     mean, ci95 = mean_ci95(values.tolist())
     assert mean == pytest.approx(values.mean(), rel=1e-12)
-    assert ci95 == pytest.approx(1.96 * values.std(ddof=1) / np.sqrt(37), rel=1e-12)
+    assert ci95 == pytest.approx(scipy_t.ppf(0.975, 36) * values.std(ddof=1) / np.sqrt(37), rel=1e-9)
     assert mean_ci95([2.5]) == (2.5, None)
     with pytest.raises(ValueError):
         mean_ci95([])
@@ -354,7 +361,7 @@ def test_results_json_values_csv_and_plot(tmp_path):
     values = learner.evaluate(tasks, torch.Generator().manual_seed(learner_seed))["mse"].double().numpy()
     assert entry["per_task"] == values.tolist()
     assert entry["mean"] == pytest.approx(values.mean(), rel=1e-12)
-    assert entry["ci95"] == pytest.approx(1.96 * values.std(ddof=1) / np.sqrt(5), rel=1e-12)
+    assert entry["ci95"] == pytest.approx(scipy_t.ppf(0.975, 4) * values.std(ddof=1) / np.sqrt(5), rel=1e-9)
 
     rows = read_metrics_csv(tmp_path / "fake" / "metrics.csv")
     assert [r["step"] for r in rows] == [0, 2, 4, 6, 7]
@@ -365,7 +372,7 @@ def test_results_json_values_csv_and_plot(tmp_path):
 
     png = (tmp_path / "learning_curves.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake", "learning_curves.png", "results.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".warpgrad.lock", "fake", "learning_curves.png", "results.json"]
 
 
 def test_runs_of_some_methods_merge_into_results(tmp_path):

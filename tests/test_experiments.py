@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from warpgrad.engine import train
+from warpgrad.engine.checkpoint import load_checkpoint
 from warpgrad.experiments import (
     EXPERIMENTS,
     METHODS,
@@ -52,8 +53,8 @@ def test_kanji_multishot_resume_is_bit_exact_with_augmentation_and_replay(tmp_pa
     )
     resumed = train("kanji-multishot", "warpgrad", "smoke", seed=3, out_dir=tmp_path / "b", resume=True, progress=False)
     assert full["per_task"] == resumed["per_task"] and full["metric"] == "accuracy"
-    a = torch.load(tmp_path / "a" / "warpgrad" / "checkpoint.pt", weights_only=True)["learner"]["model"]
-    b = torch.load(tmp_path / "b" / "warpgrad" / "checkpoint.pt", weights_only=True)["learner"]["model"]
+    a = load_checkpoint(tmp_path / "a" / "warpgrad" / "checkpoint.pt")["learner"]["model"]
+    b = load_checkpoint(tmp_path / "b" / "warpgrad" / "checkpoint.pt")["learner"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert 0.0 <= full["mean"] <= 1.0
 

@@ -28,6 +28,7 @@ import torch
 
 from warpgrad.cli import main
 from warpgrad.engine import run
+from warpgrad.engine.checkpoint import load_checkpoint
 from warpgrad.experiments import Experiment, get_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +73,7 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_run(tmp_path):
 
     stopped = tmp_path / "stopped"
     assert run(experiment, METHODS, "smoke", 0, stopped, stop_after=1, progress=False) is None
-    assert torch.load(stopped / "baseline" / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert load_checkpoint(stopped / "baseline" / "checkpoint.pt")["step"] == 1
     assert not (stopped / "results.json").exists()  # no method finished
     resumed = run(experiment, METHODS, "smoke", 0, stopped, resume=True, progress=False)
 
@@ -126,7 +127,7 @@ def test_killed_command_line_run_resumes_to_the_uninterrupted_result(tmp_path, m
     try:
         while time.monotonic() < deadline and process.poll() is None:
             if checkpoint.exists():  # written atomically: a complete checkpoint or none
-                step = torch.load(checkpoint, weights_only=True)["step"]
+                step = load_checkpoint(checkpoint)["step"]
                 if step > 0:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()

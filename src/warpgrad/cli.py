@@ -8,9 +8,11 @@ Examples::
     warpgrad report runs/sine
     warpgrad show sine --profile smoke --set warpgrad.init_weight=0.5
 
-Bad input (an unknown name, a negative seed, a missing or mismatching checkpoint) is reported
-as one line on stderr with exit code 2, never a traceback. Set ``WARPGRAD_DEBUG=1`` to get the
-traceback instead.
+Bad input (an unknown name, a negative seed, a value out of range, a missing, corrupted or
+mismatching checkpoint or results file) is reported as one line on stderr with exit code 2. A
+non-finite value in training exits with 1, naming the method, step and value. Anything else is a
+bug: one line saying so and where the traceback was written, exit 1. Never a traceback on the
+terminal; set ``WARPGRAD_DEBUG=1`` to get it instead.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Sequence
 
 from warpgrad import __version__
 from warpgrad.distributed import DEVICES, PRECISIONS
+from warpgrad.engine.provenance import command_line
+from warpgrad.errors import TrainingDiverged, UsageError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -69,9 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated methods, or all (default: all)",
     )
     run.add_argument("--profile", default="quick", help="smoke, quick or paper (default: quick)")
-    run.add_argument("--out", type=Path, default=None, help="output directory (default: runs/EXPERIMENT-PROFILE)")
-    run.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
-    run.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    run.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: runs/EXPERIMENT-PROFILE/seed-SEED); with --seeds, one seed-SEED "
+        "subdirectory per seed",
+    )
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=_seed, default=None, help="seed of every random draw (default: 0)")
+    seeds.add_argument(
+        "--seeds",
+        type=_seed_list,
+        default=None,
+        metavar="0-4|0,3,7",
+        help="run every seed of a range or list, each into OUT/seed-SEED, and report them together",
+    )
+    resume = run.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    resume.add_argument(
+        "--overwrite", action="store_true", help="start afresh methods that already ran in --out (replacing them)"
+    )
     run.add_argument(
         "--stop-after",
         type=int,
@@ -98,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="split every meta-batch over N processes on this machine (as torchrun would: gloo on cpu, "
         "nccl on cuda with one GPU per process); the result equals one process's",
     )
+    run.add_argument(
+        "--log",
+        default="none",
+        choices=("none", "tensorboard"),
+        help="also write every metrics row to OUT/tensorboard/METHOD (needs pip install 'warpgrad[tensorboard]')",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
 
@@ -116,8 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_argument(show)
     show.set_defaults(handler=_show)
 
-    report = commands.add_parser("report", help="print the comparison table of a finished run")
-    report.add_argument("out", type=Path, help="a run's output directory (holding results.json)")
+    report = commands.add_parser(
+        "report",
+        help="compare methods across runs and seeds",
+        description="Aggregate results.json files: per method the mean over seeds (or over tasks for one seed) "
+        "with a Student's t 95%% interval, and paired differences against a reference method.",
+    )
+    report.add_argument(
+        "paths", nargs="+", metavar="DIR", help="run directories or results.json files (searched recursively)"
+    )
+    report.add_argument("--format", default="text", choices=("text", "md", "latex", "csv"), help="(default: text)")
+    report.add_argument("--method", default=None, metavar="M[,M...]", help="methods to show (default: all)")
+    report.add_argument(
+        "--against", default=None, metavar="M", help="reference of the paired differences (default: the best method)"
+    )
     report.set_defaults(handler=_report)
     return parser
 
@@ -142,6 +181,29 @@ def _setting(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed {text!r} is not an integer") from None
+    if not 0 <= seed < 2**32:
+        raise argparse.ArgumentTypeError(f"seed {text!r} is outside 0..{2**32 - 1}")
+    return seed
+
+
+def _seed_list(text: str) -> list[int]:
+    """``0-4``, ``0,3,7`` or both (``0-2,7``) as a list of distinct seeds in order."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        low = _seed(first)
+        high = _seed(last) if dash else low
+        if high < low or high - low >= 1000:
+            raise argparse.ArgumentTypeError(f"seed range {part.strip()!r} must go up, by at most 1000 seeds")
+        seeds.extend(s for s in range(low, high + 1) if s not in seeds)
+    return seeds
+
+
 def _run_arguments(args: argparse.Namespace, methods: list[str], out_dir: Path) -> list[str]:
     """``run`` arguments that repeat this invocation (without ``--resume``/``--stop-after``/``--nproc``)."""
     return [
@@ -155,6 +217,7 @@ def _run_arguments(args: argparse.Namespace, methods: list[str], out_dir: Path) 
         str(out_dir),
         "--seed",
         str(args.seed),
+        *(["--log", args.log] if args.log != "none" else []),
         *[part for key, value in args.settings for part in ("--set", f"{key}={value}")],
         *(["--device", args.device] if args.device != "cpu" else []),
         *(["--precision", args.precision] if args.precision != "fp32" else []),
@@ -176,6 +239,7 @@ def _launch(args: argparse.Namespace, methods: list[str], out_dir: Path) -> int:
         [
             *_run_arguments(args, methods, out_dir),
             *(["--resume"] if args.resume else []),
+            *(["--overwrite"] if args.overwrite else []),
             *(["--stop-after", str(args.stop_after)] if args.stop_after is not None else []),
             *(["--no-progress"] if args.no_progress else []),
         ],
@@ -184,37 +248,66 @@ def _launch(args: argparse.Namespace, methods: list[str], out_dir: Path) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
-    from warpgrad.distributed import Cluster, launched_by_torchrun, resolve_device
     from warpgrad.engine import default_out_dir
-    from warpgrad.engine.loop import check_seed, resolve_experiment, resolve_methods
-    from warpgrad.experiments import StreamExperiment
+    from warpgrad.engine.logs import check_logger
+    from warpgrad.engine.loop import resolve_experiment, resolve_methods
+    from warpgrad.engine.outdir import check_out_dir
 
     experiment = resolve_experiment(args.experiment)
     settings = dict(args.settings)
     profile = experiment.resolve(args.profile, settings)  # unknown keys and bad values: exit 2 now
     methods = resolve_methods(experiment, args.method)
-    out_dir = args.out if args.out is not None else default_out_dir(experiment.name, args.profile)
+    check_logger(args.log)
+    seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
+    base = check_out_dir(args.out) if args.out is not None else None
+    if args.seeds is not None and base is None:
+        base = default_out_dir(experiment.name, args.profile).parent
+    outs = {
+        seed: (base / f"seed-{seed}" if args.seeds is not None else base)
+        or default_out_dir(experiment.name, args.profile, seed)
+        for seed in seeds
+    }
+    for seed, out_dir in outs.items():
+        check_out_dir(out_dir)
+        args.seed = seed
+        code = _run_seed(args, experiment, methods, profile, settings, out_dir)
+        if code != EXIT_OK:
+            return code
+    if len(seeds) > 1:
+        from warpgrad.engine.report import report_text
+
+        print(f"\nacross seeds {', '.join(map(str, seeds))}:")
+        print(report_text([str(p) for p in outs.values()], "text"))
+    return EXIT_OK
+
+
+def _run_seed(args: argparse.Namespace, experiment, methods: list[str], profile, settings, out_dir: Path) -> int:
+    """``run`` of one seed into ``out_dir``: here, in ``--nproc`` processes, or as a stream experiment."""
+    import torch
+
+    from warpgrad.distributed import Cluster, launched_by_torchrun, resolve_device
+    from warpgrad.engine.loop import check_seed
+    from warpgrad.experiments import StreamExperiment
+
     resolve_device(args.device)
     under_torchrun = launched_by_torchrun()
     if args.nproc is not None:
         if args.nproc < 1:
-            raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+            raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
         if under_torchrun:
-            raise ValueError("--nproc starts the processes itself; under torchrun leave it out")
+            raise UsageError("--nproc starts the processes itself; under torchrun leave it out")
     if isinstance(experiment, StreamExperiment):
         if (args.nproc or 1) > 1 or under_torchrun:
-            raise ValueError(f"{experiment.name} is a stream experiment: it runs in one process (no --nproc/torchrun)")
+            raise UsageError(f"{experiment.name} is a stream experiment: it runs in one process (no --nproc/torchrun)")
         return _run_streams(args, experiment, methods, profile, out_dir)
     if args.nproc is not None and args.nproc > 1:
         check_seed(args.seed)
         if profile.meta_batch < args.nproc:
-            raise ValueError(
+            raise UsageError(
                 f"meta_batch = {profile.meta_batch} is smaller than --nproc {args.nproc}; every process needs a task"
             )
         if args.device == "cuda" and args.nproc > torch.cuda.device_count():
-            raise ValueError(
+            raise UsageError(
                 f"--nproc {args.nproc} with --device cuda needs {args.nproc} GPUs; {torch.cuda.device_count()} visible"
             )
         return _launch(args, methods, out_dir)
@@ -246,6 +339,9 @@ def _run_here(
             settings=settings,
             cluster=cluster,
             precision=args.precision,
+            overwrite=args.overwrite,
+            log=args.log,
+            command=args.command_line,
         )
     except TrainingInterrupted as stop:
         say(
@@ -272,12 +368,23 @@ def _run_streams(args: argparse.Namespace, experiment, methods: list[str], profi
 
     runner = importlib.import_module(experiment.runner)
     if args.resume or args.stop_after is not None:
-        raise ValueError(
+        raise UsageError(
             f"{experiment.name} is a stream experiment (minutes, no checkpoints): --resume and "
             "--stop-after are not available; run it again instead"
         )
     check_seed(args.seed)
-    results = runner.run(experiment, methods, profile, args.seed, out_dir, progress=not args.no_progress)
+    if args.log != "none":
+        raise UsageError(f"{experiment.name} is a stream experiment: --log {args.log} is not available for it")
+    results = runner.run(
+        experiment,
+        methods,
+        profile,
+        args.seed,
+        out_dir,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        command=args.command_line,
+    )
     print(runner.table(results))
     print(f"\n{runner.outputs(out_dir)}")
     return EXIT_OK
@@ -319,43 +426,20 @@ def _show(args: argparse.Namespace) -> int:
     import json
 
     from warpgrad.engine.loop import resolve_experiment, resolve_methods
-    from warpgrad.experiments.methods import describe_config
-    from warpgrad.methods.registry import registered
+    from warpgrad.experiments.methods import run_configuration
 
     experiment = resolve_experiment(args.experiment)
     profile = experiment.resolve(args.profile, dict(args.settings))
     methods = resolve_methods(experiment, args.method)
-    schedule = {
-        k: getattr(profile, k)
-        for k in ("meta_steps", "meta_batch", "eval_every", "val_tasks", "test_tasks", "checkpoint_every")
-    }
-    known = registered()
-    method_options = {}
-    for name in methods:
-        if name in known and "inner_steps" in profile.options:
-            method_options[name] = describe_config(name, profile.options)
-        else:  # continual-stream methods read the experiment's options
-            method_options[name] = profile.options.get(name, "the experiment's options")
-    shown = {
-        "experiment": experiment.name,
-        "profile": profile.name,
-        "settings": profile.settings,
-        "schedule": schedule,
-        "options": {k: v for k, v in profile.options.items() if k not in method_options and k not in known},
-        "methods": method_options,
-    }
-    print(json.dumps(shown, indent=2, default=list))
+    print(json.dumps(run_configuration(experiment, profile, methods), indent=2, default=list))
     return EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:
-    from warpgrad.engine import RESULTS_FILE, format_table, load_results
+    from warpgrad.engine.report import report_text
 
-    path = args.out / RESULTS_FILE
-    results = load_results(path)
-    if results is None:
-        raise ValueError(f"no results in {args.out}: {path} does not exist")
-    print(format_table(results))
+    methods = args.method.split(",") if args.method is not None else None
+    print(report_text(args.paths, args.format, methods, args.against))
     return EXIT_OK
 
 
@@ -363,6 +447,23 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
     one_line = " ".join(str(message).split())
     print(f"warpgrad: error: {one_line}", file=sys.stderr)
     return code
+
+
+def _report_bug(error: BaseException) -> int:
+    """One line saying an unexpected error is a bug, and where its traceback was written."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    try:
+        fd, path = tempfile.mkstemp(prefix="warpgrad-bug-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"warpgrad {__version__}\n{' '.join(map(shlex.quote, sys.argv))}\n\n{text}")
+        where = f"the traceback is in {path}"
+    except OSError:
+        where = "the traceback could not be written (set WARPGRAD_DEBUG=1 to see it)"
+    summary = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+    return _fail(f"internal error ({summary}); this is a bug in warpgrad, please report it; {where}", EXIT_FAILURE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,22 +475,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error))
     except SystemExit as done:  # --help, --version
         return done.code if isinstance(done.code, int) else EXIT_OK
+    args.command_line = command_line(list(sys.argv[1:] if argv is None else argv))
     debug = os.environ.get("WARPGRAD_DEBUG", "") not in ("", "0")
     try:
         return args.handler(args)
     except BrokenPipeError:  # e.g. `warpgrad list | head`: the reader left, nothing to report
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
         return EXIT_OK
-    except (ValueError, TypeError) as error:
+    except UsageError as error:  # bad input, or a corrupted or mismatched file
         if debug:
             raise
         return _fail(str(error))
-    except ArithmeticError as error:  # the engine's TrainingDiverged: one line, no traceback
+    except TrainingDiverged as error:
         return _fail(str(error), EXIT_FAILURE)
-    except OSError as error:
+    except KeyboardInterrupt:
+        return _fail("aborted", EXIT_INTERRUPTED)
+    except OSError as error:  # the machine refused: disk full, permission, ...
         if debug:
             raise
-        return _fail(str(error), EXIT_FAILURE)
+        name = f" {error.filename}" if getattr(error, "filename", None) else ""
+        return _fail(f"cannot write or read{name}: {error.strerror or error}", EXIT_FAILURE)
+    except Exception as error:  # noqa: BLE001 - anything else is a bug: one line and a traceback file
+        if debug:
+            raise
+        return _report_bug(error)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,6 +42,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from warpgrad.core.shell import LOCAL, Reduction
+from warpgrad.errors import UsageError
 
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")  # bf16: meta-steps under autocast (warpgrad.engine.loop)
@@ -50,16 +51,16 @@ PRECISIONS = ("fp32", "bf16")  # bf16: meta-steps under autocast (warpgrad.engin
 def resolve_device(name: str) -> torch.device:
     """``cpu`` or ``cuda`` as a device; a clear error when CUDA is asked for and absent."""
     if name not in DEVICES:
-        raise ValueError(f"unknown device {name!r}; allowed: {', '.join(DEVICES)}")
+        raise UsageError(f"unknown device {name!r}; allowed: {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU here; use --device cpu")
+        raise UsageError("device 'cuda' asked for, but torch sees no CUDA GPU here; use --device cpu")
     return torch.device(name)
 
 
 def check_precision(precision: str) -> None:
     """Raise unless ``precision`` is one of :data:`PRECISIONS`."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
 
 
 def launched_by_torchrun() -> bool:
@@ -88,7 +89,7 @@ class Cluster:
         if resolved.type == "cuda":
             local = int(os.environ.get("LOCAL_RANK", "0"))
             if local >= torch.cuda.device_count():
-                raise ValueError(
+                raise UsageError(
                     f"rank with LOCAL_RANK {local} has no GPU: {torch.cuda.device_count()} visible; "
                     "launch at most one process per GPU"
                 )
@@ -114,7 +115,7 @@ class Cluster:
     def check_divisible_work(self, what: str, n: int) -> None:
         """Raise unless every rank gets at least one of ``n`` items."""
         if self.distributed and n < self.world_size:
-            raise ValueError(
+            raise UsageError(
                 f"{what} = {n} is smaller than the number of processes ({self.world_size}); "
                 f"every process needs at least one task"
             )

@@ -25,6 +25,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from warpgrad.errors import UsageError
+
 __all__ = ["BatchNorm", "Warp", "Residual", "linear_warp", "conv_warp", "MLP", "Conv4", "WARP_ACTIVATIONS"]
 
 WARP_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -54,7 +56,7 @@ class BatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 2 or x.shape[1] != self.num_features:
-            raise ValueError(
+            raise UsageError(
                 f"BatchNorm({self.num_features}) expects input [N, {self.num_features}, ...], got {tuple(x.shape)}"
             )
         dims = (0, *range(2, x.dim()))
@@ -96,11 +98,11 @@ class Residual(nn.Module):
 
 def _check_warp_options(depth: int, activation: str | None, init: str) -> None:
     if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"warp depth must be an integer >= 1, got {depth!r}")
+        raise UsageError(f"warp depth must be an integer >= 1, got {depth!r}")
     if activation is not None and activation not in WARP_ACTIVATIONS:
-        raise ValueError(f"unknown warp activation {activation!r}; allowed: None, {', '.join(WARP_ACTIVATIONS)}")
+        raise UsageError(f"unknown warp activation {activation!r}; allowed: None, {', '.join(WARP_ACTIVATIONS)}")
     if init not in ("identity", "default"):
-        raise ValueError(f"unknown warp init {init!r}; allowed: identity, default")
+        raise UsageError(f"unknown warp init {init!r}; allowed: identity, default")
 
 
 def _build_warp(
@@ -181,7 +183,7 @@ def conv_warp(
     as a delta kernel (the identity map).
     """
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"conv warp kernel_size must be a positive odd integer, got {kernel_size!r}")
+        raise UsageError(f"conv warp kernel_size must be a positive odd integer, got {kernel_size!r}")
 
     def set_identity(layer: nn.Module) -> None:
         with torch.no_grad():
@@ -270,7 +272,7 @@ class Conv4(nn.Module):
             channels = width
             size = size // 2
         if size < 1:
-            raise ValueError(f"image_size {image_size} is too small for 4 pooling blocks (need >= 16)")
+            raise UsageError(f"image_size {image_size} is too small for 4 pooling blocks (need >= 16)")
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Linear(width * size * size, n_classes)
 

@@ -15,13 +15,15 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from warpgrad.errors import UsageError
+
 
 def accuracy_matrix(rows: Tensor | Sequence[Sequence[float]]) -> Tensor:
     """Check and convert an accuracy matrix: ``R[i, j]`` = accuracy on experience ``j``'s test set
     after training on experiences ``0..i``. Returns a float64 tensor ``[T, T]``, ``T ≥ 1``."""
     R = torch.as_tensor(rows, dtype=torch.float64)
     if R.dim() != 2 or R.shape[0] != R.shape[1] or R.shape[0] < 1:
-        raise ValueError(f"an accuracy matrix must be square [T, T] with T >= 1, got shape {tuple(R.shape)}")
+        raise UsageError(f"an accuracy matrix must be square [T, T] with T >= 1, got shape {tuple(R.shape)}")
     return R
 
 
@@ -110,23 +112,23 @@ def accuracy_vs_classes(
     """
     R = torch.as_tensor(R, dtype=torch.float64)
     if R.dim() != 2 or R.shape[0] != R.shape[1] or R.shape[0] < 1:
-        raise ValueError(f"an accuracy matrix must be square [T, T] with T >= 1, got shape {tuple(R.shape)}")
+        raise UsageError(f"an accuracy matrix must be square [T, T] with T >= 1, got shape {tuple(R.shape)}")
     T = R.shape[0]
     counts = [1] * T if test_counts is None else test_counts
     weights = torch.as_tensor(counts, dtype=torch.float64)
     if weights.shape != (T,) or bool((weights < 0).any()):
-        raise ValueError(f"test_counts must be {T} non-negative counts, got {list(test_counts or [])}")
+        raise UsageError(f"test_counts must be {T} non-negative counts, got {list(test_counts or [])}")
     points = list(range(1, T + 1)) if at is None else [int(n) for n in at]
     curve = []
     for n in points:
         if not 1 <= n <= T:
-            raise ValueError(f"at: {n} classes seen is outside 1..{T}")
+            raise UsageError(f"at: {n} classes seen is outside 1..{T}")
         w = weights[:n]
         if float(w.sum()) <= 0:
-            raise ValueError(f"no test images among the first {n} classes")
+            raise UsageError(f"no test images among the first {n} classes")
         row = R[n - 1, :n]
         if bool(torch.isnan(row).any()):
-            raise ValueError(f"accuracy matrix row {n - 1} (after {n} classes) has NaN among its first {n} entries")
+            raise UsageError(f"accuracy matrix row {n - 1} (after {n} classes) has NaN among its first {n} entries")
         curve.append((n, float((row * w).sum() / w.sum())))
     return curve
 
@@ -188,12 +190,12 @@ def plot_accuracy_vs_classes(
 ) -> None:
     """Accuracy on all classes seen so far against the number of classes, one line per method."""
     if not curves:
-        raise ValueError("curves is empty: give at least one method's [(n_classes_seen, accuracy), ...]")
+        raise UsageError("curves is empty: give at least one method's [(n_classes_seen, accuracy), ...]")
     fig = _figure((6.0, 4.0))
     ax = fig.add_subplot(1, 1, 1)
     for name, curve in curves.items():
         if not curve:
-            raise ValueError(f"curve {name!r} has no points")
+            raise UsageError(f"curve {name!r} has no points")
         xs, ys = zip(*curve)
         ax.plot(xs, ys, marker="o" if len(xs) <= 30 else None, label=name)
     ax.set_xlabel("number of classes seen")

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from warpgrad.core.tree import Params, State
+from warpgrad.errors import UsageError
 
 __all__ = ["InnerOptimizer", "sgd", "momentum", "adam", "per_parameter_sgd", "make_inner_optimizer", "INNER_OPTIMIZERS"]
 
@@ -111,7 +112,7 @@ def per_parameter_sgd(lrs: Params) -> InnerOptimizer:
     def init(params: Params) -> State:
         missing = params.keys() - lrs.keys()
         if missing:
-            raise ValueError(f"per_parameter_sgd has no learning rate for {sorted(missing)}")
+            raise UsageError(f"per_parameter_sgd has no learning rate for {sorted(missing)}")
         return {}
 
     def update(grads: Params, state: State, params: Params) -> tuple[Params, State]:
@@ -126,5 +127,5 @@ INNER_OPTIMIZERS: dict[str, Callable[..., InnerOptimizer]] = {"sgd": sgd, "momen
 def make_inner_optimizer(name: str, **hyper: float) -> InnerOptimizer:
     """Build an inner optimiser by name (``sgd``, ``momentum``, ``adam``)."""
     if name not in INNER_OPTIMIZERS:
-        raise ValueError(f"unknown inner optimiser {name!r}; allowed: {', '.join(INNER_OPTIMIZERS)}")
+        raise UsageError(f"unknown inner optimiser {name!r}; allowed: {', '.join(INNER_OPTIMIZERS)}")
     return INNER_OPTIMIZERS[name](**hyper)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from warpgrad.core.tree import Params
+from warpgrad.errors import UsageError
 
 Filter = Callable[[nn.Module], set[str]]
 
@@ -83,13 +84,13 @@ def everything(model: nn.Module) -> set[str]:
 def only(*prefixes: str) -> Filter:
     """The parameters of the submodules named ``prefixes`` (e.g. ``only("head")``, ``only("4")``)."""
     if not prefixes:
-        raise ValueError("only() needs at least one submodule name")
+        raise UsageError("only() needs at least one submodule name")
 
     def select(model: nn.Module) -> set[str]:
         chosen = {n for n in _names(model) if any(n == p or n.startswith(p + ".") for p in prefixes)}
         if not chosen:
             modules = [name for name, m in model.named_children() if any(True for _ in m.parameters())]
-            raise ValueError(
+            raise UsageError(
                 f"no parameters under {', '.join(map(repr, prefixes))}; submodules with "
                 f"parameters: {', '.join(modules) or 'none'}"
             )
@@ -111,7 +112,7 @@ def head_only(name: str | None = None) -> Filter:
         candidates = _leaf_children(model)
         candidates = [(n, m) for n, m in candidates if not isinstance(m, Warp) and any(True for _ in m.parameters())]
         if not candidates:
-            raise ValueError("head_only: the model has no submodule with parameters to use as the head")
+            raise UsageError("head_only: the model has no submodule with parameters to use as the head")
         return only(candidates[-1][0])(model)
 
     return select
@@ -159,7 +160,7 @@ def combine(*dicts: Params) -> Params:
     for d in dicts:
         clash = out.keys() & d.keys()
         if clash:
-            raise ValueError(f"parameter names defined twice: {sorted(clash)}")
+            raise UsageError(f"parameter names defined twice: {sorted(clash)}")
         out.update(d)
     return out
 

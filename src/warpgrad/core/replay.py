@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from warpgrad.core.tree import Params, State
+from warpgrad.errors import UsageError
 
 __all__ = ["TrajectoryPoint", "ReservoirBuffer"]
 
@@ -28,7 +29,7 @@ class ReservoirBuffer:
 
     def __init__(self, capacity: int):
         if capacity < 1:
-            raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
+            raise UsageError(f"buffer capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.items: list[Any] = []
         self.offered = 0

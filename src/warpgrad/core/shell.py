@@ -22,6 +22,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from warpgrad.errors import UsageError
+
 __all__ = ["Reduction", "LOCAL", "MetaShell", "MetaGradients", "META_OPTIMIZERS", "make_meta_optimizer"]
 
 META_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
@@ -63,9 +65,9 @@ class MetaGradients(dict):
 def make_meta_optimizer(name: str, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
     """A ``torch.optim`` meta-optimiser by name (``sgd`` or ``adam``)."""
     if name not in META_OPTIMIZERS:
-        raise ValueError(f"unknown meta_optimizer {name!r}; allowed: {', '.join(META_OPTIMIZERS)}")
+        raise UsageError(f"unknown meta_optimizer {name!r}; allowed: {', '.join(META_OPTIMIZERS)}")
     if not params:
-        raise ValueError("the meta-optimiser has no parameters to learn")
+        raise UsageError("the meta-optimiser has no parameters to learn")
     return META_OPTIMIZERS[name](params, lr=lr)
 
 
@@ -89,7 +91,7 @@ class MetaShell:
     def add_group(self, name: str, params: dict[str, Tensor], optimizer: str, lr: float) -> torch.optim.Optimizer:
         """Meta-parameter group ``name``: ``params`` (by name) stepped by ``optimizer`` at ``lr``."""
         if name in self.groups:
-            raise ValueError(f"meta-parameter group {name!r} defined twice")
+            raise UsageError(f"meta-parameter group {name!r} defined twice")
         self.groups[name] = (dict(params), make_meta_optimizer(optimizer, list(params.values()), lr))
         return self.groups[name][1]
 
@@ -129,6 +131,6 @@ class MetaShell:
             self.extra.load_state_dict(state["extra"])
         saved = state["optimizers"]
         if set(saved) != set(self.groups):
-            raise ValueError(f"checkpoint has meta-optimisers {sorted(saved)}, this learner {sorted(self.groups)}")
+            raise UsageError(f"checkpoint has meta-optimisers {sorted(saved)}, this learner {sorted(self.groups)}")
         for name, (_, opt) in self.groups.items():
             opt.load_state_dict(saved[name])

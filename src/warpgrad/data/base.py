@@ -19,6 +19,8 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
+from warpgrad.errors import UsageError
+
 
 @runtime_checkable
 class ClassDataset(Protocol):
@@ -45,12 +47,12 @@ class InMemoryClassDataset:
         groups: list[str] | None = None,
     ):
         if len(images) != len(classes):
-            raise ValueError(f"{name}: {len(images)} image tensors for {len(classes)} classes")
+            raise UsageError(f"{name}: {len(images)} image tensors for {len(classes)} classes")
         if not images:
-            raise ValueError(f"{name}: no classes")
+            raise UsageError(f"{name}: no classes")
         shapes = {tuple(t.shape[1:]) for t in images}
         if len(shapes) != 1 or len(next(iter(shapes))) != 3:
-            raise ValueError(f"{name}: images must all be [n, C, H, W] of one shape, got {sorted(shapes)}")
+            raise UsageError(f"{name}: images must all be [n, C, H, W] of one shape, got {sorted(shapes)}")
         check_splits(name, splits, len(classes))
         self.name = name
         self._images = images
@@ -73,9 +75,9 @@ def check_splits(name: str, splits: dict[str, list[int]], n_classes: int) -> Non
     for split, indices in splits.items():
         for c in indices:
             if not 0 <= c < n_classes:
-                raise ValueError(f"{name}: split {split!r} has class index {c}, outside 0..{n_classes - 1}")
+                raise UsageError(f"{name}: split {split!r} has class index {c}, outside 0..{n_classes - 1}")
             if c in seen:
-                raise ValueError(f"{name}: class {c} is in both split {seen[c]!r} and {split!r}")
+                raise UsageError(f"{name}: class {c} is in both split {seen[c]!r} and {split!r}")
             seen[c] = split
 
 

@@ -35,11 +35,13 @@ from typing import Any
 
 import torch
 
+from warpgrad.errors import UsageError
+
 COMPLETE_MARKER = ".warpgrad-complete"
 _CHUNK = 1 << 20
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """A dataset file is missing, corrupt, truncated or not in the expected format."""
 
 
@@ -65,7 +67,7 @@ def file_digest(path: str | os.PathLike, algorithm: str = "md5", uncompressed: b
     try:
         h = hashlib.new(algorithm)
     except ValueError:
-        raise ValueError(
+        raise UsageError(
             f"unknown checksum algorithm {algorithm!r}; use one of {sorted(hashlib.algorithms_available)}"
         ) from None
     opener = gzip.open if uncompressed else open

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from warpgrad.data.base import InMemoryClassDataset, check_splits
 from warpgrad.data.cache import DataError, resolve_root
+from warpgrad.errors import UsageError
 
 SPLITS = ("train", "val", "test")
 IMAGE_HW = (84, 84)
@@ -219,7 +220,7 @@ class TieredImageNet:
     ):
         check_splits(self.name, splits, len(classes))
         if cache_images < 0:
-            raise ValueError(f"cache_images must be >= 0, got {cache_images}")
+            raise UsageError(f"cache_images must be >= 0, got {cache_images}")
         self._pngs = pngs
         self._members = members
         self._sources = sources  # (images file, first global index) per split, for error messages

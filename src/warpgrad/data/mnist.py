@@ -42,6 +42,7 @@ from torch import Tensor
 from warpgrad.data import cache
 from warpgrad.data.base import InMemoryClassDataset
 from warpgrad.data.cache import DataError, resolve_root
+from warpgrad.errors import UsageError
 
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FASHION_MNIST_SYSTEM_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -174,7 +175,7 @@ def _fashion_split(
     base_url: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     if split not in FASHION_MNIST_FILES:
-        raise ValueError(f"split must be one of {sorted(FASHION_MNIST_FILES)}, got {split!r}")
+        raise UsageError(f"split must be one of {sorted(FASHION_MNIST_FILES)}, got {split!r}")
     checksums = dict(FASHION_MNIST_SHA256 if checksums is None else checksums)
     images_name, labels_name = FASHION_MNIST_FILES[split]
     images = _fashion_file(images_name, root, download, system_dirs, checksums, base_url)

@@ -32,6 +32,7 @@ import torch
 from warpgrad.data import cache
 from warpgrad.data.base import InMemoryClassDataset, split_by_fraction
 from warpgrad.data.cache import DataError, extract_zip, is_complete, load_tensors, resolve_root, save_tensors, verify
+from warpgrad.errors import UsageError
 
 OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
 #: md5 of the official archives, as recorded by torchvision (not re-verified here: no network).
@@ -77,10 +78,10 @@ def load_omniglot(
         Lake, Salakhutdinov & Tenenbaum, Science 350 (2015).
     """
     if image_size < 1:
-        raise ValueError(f"image_size must be a positive int, got {image_size}")
+        raise UsageError(f"image_size must be a positive int, got {image_size}")
     checksums = dict(OMNIGLOT_MD5 if checksums is None else checksums)
     if set(checksums) != set(OMNIGLOT_MD5):
-        raise ValueError(f"checksums must have exactly the keys {sorted(OMNIGLOT_MD5)}, got {sorted(checksums)}")
+        raise UsageError(f"checksums must have exactly the keys {sorted(OMNIGLOT_MD5)}, got {sorted(checksums)}")
     directory = omniglot_dir(root)
     cache_path = directory / f"omniglot-{image_size}px.pt"
     cached = load_tensors(cache_path)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from warpgrad.data import digits, imagenet, kanjivg, mnist, omniglot
+from warpgrad.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def register(info: DatasetInfo) -> DatasetInfo:
 def get(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` called ``name``; ValueError listing the known names otherwise."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+        raise UsageError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
 
 

@@ -10,9 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-
-class TrainingDiverged(ArithmeticError):
-    """A meta-step produced a non-finite metric; the last checkpoint holds the state before it."""
+from warpgrad.errors import TrainingDiverged
 
 
 def check_finite(method: str, step: int, metrics: dict[str, float]) -> None:
@@ -20,7 +18,7 @@ def check_finite(method: str, step: int, metrics: dict[str, float]) -> None:
     for name, value in metrics.items():
         if not math.isfinite(value):
             raise TrainingDiverged(
-                f"{method} diverged at meta-step {step} ({name} = {value}); lower its meta learning rate"
+                f"{method} diverged at meta-step {step} ({name} = {value}); lower its learning rates"
             )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from warpgrad.errors import UsageError
 from warpgrad.experiments import Experiment, Profile, get_experiment
 
 
@@ -30,19 +31,19 @@ def resolve_methods(experiment: Experiment, methods: str | Iterable[str] | None 
         if name == "all":
             candidates = list(experiment.methods)
         elif name == "":
-            raise ValueError(f"empty method name for {experiment.name}; allowed: {', '.join(experiment.methods)}, all")
+            raise UsageError(f"empty method name for {experiment.name}; allowed: {', '.join(experiment.methods)}, all")
         else:
             experiment.method(name)  # raises ValueError naming the allowed methods
             candidates = [name]
         names.extend(c for c in candidates if c not in names)
     if not names:
-        raise ValueError(f"no method given for {experiment.name}; allowed: {', '.join(experiment.methods)}, all")
+        raise UsageError(f"no method given for {experiment.name}; allowed: {', '.join(experiment.methods)}, all")
     return names
 
 
 def _check_stop_after(stop_after: int | None) -> None:
     if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
-        raise ValueError(f"stop_after must be a positive integer or None, got {stop_after!r}")
+        raise UsageError(f"stop_after must be a positive integer or None, got {stop_after!r}")
 
 
 def resolve_profile(experiment: Experiment, profile: str | Profile, settings: dict[str, str] | None = None) -> Profile:

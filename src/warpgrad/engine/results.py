@@ -8,7 +8,10 @@
                               "steps": 300, ...}, ...}}
 
 Runs that cover some of the methods merge their entries into an existing file for the same
-experiment, profile and seed.
+experiment, profile, seed and settings, under a lock on the directory, so concurrent runs of
+different methods into one ``--out`` keep every entry. Every entry carries its ``provenance``
+(:mod:`warpgrad.engine.provenance`). Intervals are Student's t with n - 1 degrees of freedom
+(:mod:`warpgrad.engine.stats`).
 """
 
 from __future__ import annotations
@@ -23,35 +26,30 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from warpgrad.engine.checkpoint import atomic_write_text
+from warpgrad.engine.checkpoint import atomic_write_text, locked
+from warpgrad.engine.stats import t_interval
+from warpgrad.errors import FileFormatError, TrainingDiverged, UsageError
 
 RESULTS_FILE = "results.json"
 RUN_FIELDS = ("experiment", "profile", "seed", "settings")
 
 
 def mean_ci95(values: Sequence[float] | torch.Tensor) -> tuple[float, float | None]:
-    """Mean and half-width of the normal 95% interval: ``1.96 * std(ddof=1) / sqrt(n)``.
+    """Mean and half-width of the 95% Student's t interval: ``t(0.975, n - 1) * std(ddof=1) / sqrt(n)``.
 
     The half-width is ``None`` for fewer than two values.
 
     Example:
         >>> mean_ci95([1.0, 2.0, 3.0])
-        (2.0, 1.1316...)
+        (2.0, 2.4841...)
     """
-    x = torch.as_tensor(values, dtype=torch.float64).flatten()
-    n = x.numel()
-    if n == 0:
-        raise ValueError("mean_ci95 needs at least one value")
-    mean = float(x.mean())
-    if n < 2:
-        return mean, None
-    return mean, float(1.96 * x.std(correction=1) / math.sqrt(n))
+    return t_interval(values)
 
 
-def mean_ci95_entry(values: Sequence[float] | torch.Tensor) -> dict[str, float | None]:
-    """:func:`mean_ci95` as the ``{"mean", "ci95"}`` dict results entries hold under ``extra``."""
+def mean_ci95_entry(values: Sequence[float] | torch.Tensor) -> dict[str, Any]:
+    """:func:`mean_ci95` as the ``{"mean", "ci95", "per_task"}`` dict results entries hold under ``extra``."""
     mean, ci95 = mean_ci95(values)
-    return {"mean": mean, "ci95": ci95}
+    return {"mean": mean, "ci95": ci95, "per_task": [float(v) for v in torch.as_tensor(values).flatten()]}
 
 
 # ------------------------------------------------------------------------------ results.json
@@ -61,27 +59,54 @@ def load_results(path: str | os.PathLike) -> dict[str, Any] | None:
     """The results in ``path``, or None if there is no such file.
 
     Raises:
-        ValueError: naming the file, if it exists but is not a results file.
+        FileFormatError: one line naming the file, if it exists but is not a readable, complete
+            warpgrad results file.
     """
     path = Path(path)
     if not path.exists():
         return None
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read {path}: {error}") from None
-    if not isinstance(results, dict) or not isinstance(results.get("methods"), dict):
-        raise ValueError(f"{path} is not a warpgrad results file (no 'methods')")
+        results = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise FileFormatError(f"cannot read {path}: {error.strerror or type(error).__name__}") from None
+    except UnicodeDecodeError:
+        raise FileFormatError(f"{path} is not a warpgrad results file (not UTF-8 text)") from None
+    except ValueError as error:
+        raise FileFormatError(f"{path} is not valid JSON ({' '.join(str(error).split())})") from None
+    problem = _results_problem(results)
+    if problem is not None:
+        raise FileFormatError(f"{path} is not a complete warpgrad results file: {problem}")
     return results
 
 
+def _results_problem(results: Any) -> str | None:
+    """What makes ``results`` unusable as a results file, or None."""
+    if not isinstance(results, dict):
+        return "not a JSON object"
+    for name, kind in (("experiment", str), ("profile", str), ("seed", int), ("methods", dict)):
+        if not isinstance(results.get(name), kind) or isinstance(results.get(name), bool):
+            return f"{name!r} missing or not a {kind.__name__}"
+    for method, entry in results["methods"].items():
+        if not isinstance(entry, dict):
+            return f"the entry of {method!r} is not an object"
+        mean = entry.get("mean")
+        if isinstance(mean, bool) or not isinstance(mean, (int, float)) or not math.isfinite(mean):
+            return f"{method!r} has no finite 'mean'"
+        per_task = entry.get("per_task")
+        if not isinstance(per_task, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in per_task
+        ):
+            return f"{method!r} has no list of finite 'per_task' values"
+    return None
+
+
 def check_compatible(results: dict[str, Any] | None, run: dict[str, Any], path: str | os.PathLike) -> None:
-    """Raise ValueError if ``results`` belong to another experiment, profile or seed than ``run``."""
+    """Raise UsageError if ``results`` belong to another experiment, profile, seed or settings than ``run``."""
     if results is None:
         return
     for name in RUN_FIELDS:
         if results.get(name) != run[name]:
-            raise ValueError(
+            raise UsageError(
                 f"{path} holds results for {name}={results.get(name)!r}, not {name}={run[name]!r}; use another --out"
             )
 
@@ -102,6 +127,19 @@ def merge_results(
     return results
 
 
+def check_entry_finite(method: str, entry: dict[str, Any]) -> None:
+    """Raise :class:`TrainingDiverged` if a method's result is not a finite number: never a
+    finished run with ``null`` results."""
+    values = [("mean", entry.get("mean")), ("loss_mean", entry.get("loss_mean"))]
+    values += [(f"per_task[{i}]", v) for i, v in enumerate(entry.get("per_task", []))]
+    for name, value in values:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TrainingDiverged(
+                f"{method}: test {entry.get('metric', 'metric')} {name} = {value} after training; "
+                "no result was recorded (lower its learning rates)"
+            )
+
+
 class ResultsRecord:
     """A run's ``results.json``, the one path every runner records through.
 
@@ -110,10 +148,24 @@ class ResultsRecord:
     writes it atomically, so an interrupted run keeps the methods it completed.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, experiment: str, profile: Any, seed: int, **info: Any):
-        self.path = Path(out_dir) / RESULTS_FILE
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        experiment: Any,
+        profile: Any,
+        seed: int,
+        command: str | None = None,
+        device: str = "cpu",
+        processes: int = 1,
+        **info: Any,
+    ):
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / RESULTS_FILE
+        self.experiment = experiment
+        self.profile = profile
+        self.where = {"command": command, "device": device, "processes": processes}
         self.info = {
-            "experiment": experiment,
+            "experiment": getattr(experiment, "name", experiment),
             "profile": profile.name,
             "seed": seed,
             "settings": profile.settings,
@@ -122,17 +174,47 @@ class ResultsRecord:
         self.results = load_results(self.path)
         check_compatible(self.results, self.info, self.path)
 
+    def provenance(self, method: str) -> dict[str, Any]:
+        """``method``'s provenance: the resolved configuration (when the record was given the
+        :class:`~warpgrad.experiments.Experiment` itself), versions, commit, command, hardware."""
+        from warpgrad.engine.provenance import provenance
+        from warpgrad.experiments.methods import run_configuration
+
+        configuration = (
+            run_configuration(self.experiment, self.profile, [method])
+            if hasattr(self.experiment, "profiles")
+            else {"experiment": self.info["experiment"], "profile": self.profile.name, "options": self.profile.options}
+        )
+        return provenance(configuration, **self.where)
+
     def add(self, entries: dict[str, dict[str, Any]], write: bool = True, **info: Any) -> dict[str, Any]:
         """Merge ``entries`` (method -> entry) into the file; ``info`` updates the run's fields
         (``metric``, ``lower_is_better``). Returns the merged results (written when ``write``;
         other ranks of a distributed run merge into their copy)."""
         self.info.update(info)
-        existing = load_results(self.path) if write else self.results  # a writer merges into what is on disk now
-        check_compatible(existing, self.info, self.path)
-        self.results = merge_results(existing, self.info, entries)
-        if write:
+        for method, entry in entries.items():
+            check_entry_finite(method, entry)
+        if not write:  # other ranks of a distributed run merge into their copy
+            self.results = merge_results(self.results, self.info, entries)
+            return self.results
+        entries = {method: {**entry, "provenance": self.provenance(method)} for method, entry in entries.items()}
+        with locked(self.out_dir):  # concurrent runs into one directory: merge into what is on disk now
+            existing = load_results(self.path)
+            check_compatible(existing, self.info, self.path)
+            self.results = merge_results(existing, self.info, entries)
             write_results(self.path, self.results)
         return self.results
+
+
+    def remove(self, methods: Iterable[str]) -> None:
+        """Drop ``methods``' entries from the file (a run started again with ``overwrite``)."""
+        with locked(self.out_dir):
+            existing = load_results(self.path)
+            if existing is None or not set(methods) & set(existing["methods"]):
+                return
+            existing["methods"] = {k: v for k, v in existing["methods"].items() if k not in set(methods)}
+            write_results(self.path, existing)
+            self.results = existing
 
 
 def write_results(path: str | os.PathLike, results: dict[str, Any]) -> None:

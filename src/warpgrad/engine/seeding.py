@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from warpgrad.errors import UsageError
 from warpgrad.tasks.base import Task, TaskFamily, with_own_seed
 
 TASK_SEED_OFFSET = 0
@@ -23,7 +24,7 @@ TASK_SEED_BOUND = 2**62
 def check_seed(seed: int) -> None:
     """Raise ValueError unless ``seed`` is an integer in ``[0, 2**32 - 1]``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+        raise UsageError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
 
 
 def _generator(seed: int) -> torch.Generator:

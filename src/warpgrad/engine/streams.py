@@ -34,6 +34,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from warpgrad.continual.metrics import plot_accuracy_matrix, summarize
+from warpgrad.engine.outdir import check_out_dir, removed_on_failure, start_fresh
 from warpgrad.engine.results import (
     RESULTS_FILE,
     ResultsRecord,
@@ -85,17 +86,23 @@ def run_streams(
     seed: int,
     out_dir: str | Path,
     progress: bool = True,
+    overwrite: bool = False,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``methods`` of a stream experiment; write and return the merged results."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Run ``methods`` of a stream experiment; write and return the merged results.
+
+    A method that already ran in ``out_dir`` is refused unless ``overwrite``; nothing is left in
+    ``out_dir`` if the run fails before writing its results.
+    """
+    out_dir = check_out_dir(out_dir)
     o = profile.options
-    record = ResultsRecord(out_dir, experiment.name, profile, seed)  # checked before minutes of work
+    record = ResultsRecord(out_dir, experiment, profile, seed, command=command)  # checked before minutes of work
+    start_fresh(record, methods, overwrite)
     entries: dict[str, dict[str, Any]] = {}
-    with torch_threads(o.get("threads")):
+    with torch_threads(o.get("threads")), removed_on_failure(out_dir, methods):
         for method in methods:
             entries[method] = _run_method(experiment, method, profile, seed, out_dir, progress)
-    return record.add(entries)
+        return record.add(entries)
 
 
 def _run_method(experiment: Any, method: str, profile: Any, seed: int, out_dir: Path, progress: bool) -> dict:

@@ -7,6 +7,8 @@ from typing import Iterator
 
 import torch
 
+from warpgrad.errors import UsageError
+
 
 @contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
@@ -15,7 +17,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
         return
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads must be a positive int, got {n!r}")
+        raise UsageError(f"threads must be a positive int, got {n!r}")
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

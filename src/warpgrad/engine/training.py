@@ -16,6 +16,7 @@ from tqdm import tqdm
 from warpgrad.distributed import Cluster, check_precision
 from warpgrad.engine.checkpoint import check_config, load_checkpoint, save_checkpoint
 from warpgrad.engine.interrupt import TrainingInterrupted, _DeferredInterrupt, check_finite
+from warpgrad.engine.logs import check_logger, open_logger
 from warpgrad.engine.resolve import _check_stop_after, resolve_experiment, resolve_profile
 from warpgrad.engine.results import mean_ci95, mean_ci95_entry, write_metrics_csv
 from warpgrad.engine.seeding import (
@@ -33,6 +34,7 @@ from warpgrad.engine.seeding import (
     check_seed,
     spare_core,
 )
+from warpgrad.errors import FileFormatError, UsageError
 from warpgrad.experiments import Experiment, Profile, build_method
 from warpgrad.methods.base import MetaLearner
 from warpgrad.tasks.base import Task, TaskFamily, family_split, shardable
@@ -40,7 +42,8 @@ from warpgrad.tasks.base import Task, TaskFamily, family_split, shardable
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.csv"
 PLOT_FILE = "learning_curves.png"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+CHECKPOINT_KEYS = ("format", "step", "learner", "generators", "torch_rng", "elapsed_s", "history", "config")
 
 
 def checkpoint_path(out_dir: str | Path, method: str) -> Path:
@@ -67,11 +70,11 @@ def load_run_checkpoint(
         ValueError: naming the file if it is missing or unreadable, or the mismatching field.
     """
     path = checkpoint_path(out_dir, method)
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, keys=CHECKPOINT_KEYS)
     check_config(checkpoint, _config(experiment, method, profile, seed), path)
     step = checkpoint["step"]
     if not isinstance(step, int) or not 0 <= step <= profile.meta_steps:
-        raise ValueError(f"checkpoint {path} is at step {step!r}, outside 0..{profile.meta_steps}")
+        raise FileFormatError(f"checkpoint {path} is at step {step!r}, outside 0..{profile.meta_steps}")
     return checkpoint
 
 
@@ -115,7 +118,7 @@ class _Run:
         seeds = _task_seeds(_generator(VAL_SEED_OFFSET + seed), profile.val_tasks)
         val_tasks = _sample_tasks(family_split(family, "val"), seeds, cluster.shard(profile.val_tasks))
         if cluster.distributed and val_tasks and not shardable(val_tasks[0]):
-            raise ValueError(
+            raise UsageError(
                 f"{experiment.name}'s tasks are sequences their learner walks itself; its meta-batches cannot be "
                 "split across processes: run it in one process"
             )
@@ -152,7 +155,19 @@ class _Run:
             "config": _config(self.experiment, self.method, self.profile, self.seed),
         }
 
-    def restore(self, checkpoint: dict[str, Any]) -> None:
+    def restore(self, checkpoint: dict[str, Any], path: Path) -> None:
+        """Continue from ``checkpoint`` (read from ``path``).
+
+        Raises:
+            FileFormatError: if its content does not fit this method's learner and generators.
+        """
+        try:
+            self._restore(checkpoint)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            detail = " ".join(str(error).split())[:300] or type(error).__name__
+            raise FileFormatError(f"checkpoint {path} does not fit {self.method}'s learner: {detail}") from None
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
         self.learner.load_state_dict(checkpoint["learner"])
         self.task_generator.set_state(checkpoint["generators"]["tasks"])
         self.step_generator.set_state(checkpoint["generators"]["meta_step"])
@@ -196,6 +211,7 @@ class _Run:
 
     def validation_row(self, step: int, elapsed_s: float, train_metrics: dict[str, float]) -> dict[str, Any]:
         out = self.evaluate(self.val_tasks, self.profile.val_tasks)
+        check_finite(self.method, step, {f"validation {k}": float(v.mean()) for k, v in out.items()})
         row: dict[str, Any] = {
             "step": step,
             "time_s": round(elapsed_s, 3),
@@ -246,6 +262,7 @@ def train(
     cluster: Cluster | None = None,
     prefetch: bool | None = None,
     precision: str = "fp32",
+    log: str = "none",
 ) -> dict[str, Any] | None:
     """Meta-train one method, evaluate it on held-out tasks, and return its results entry.
 
@@ -267,6 +284,8 @@ def train(
             meta-step (the same tasks either way); ``None``: only when a core is spare
             (:func:`spare_core`), since on a fully used CPU the thread slows the meta-step more
             than it saves (measured in docs/distributed.md).
+        log: ``none``, or ``tensorboard`` to write every metrics row to ``out_dir/tensorboard/METHOD``
+            as well (:mod:`warpgrad.engine.logs`).
         precision: ``fp32``, or ``bf16`` to run meta-steps and evaluation under bf16 autocast
             (matrix products in bf16; see docs/distributed.md for what it does to meta-gradients).
 
@@ -285,6 +304,7 @@ def train(
     exp.method(method)
     check_seed(seed)
     check_precision(precision)
+    check_logger(log)
     _check_stop_after(stop_after)
     out_dir = Path(out_dir)
     directory = out_dir / method
@@ -296,7 +316,7 @@ def train(
 
     state = _Run.start(exp, method, prof, seed, cluster)
     if checkpoint is not None:
-        state.restore(checkpoint)
+        state.restore(checkpoint, ckpt_path)
         del checkpoint
     elif main:
         save_checkpoint(ckpt_path, state.checkpoint())
@@ -312,9 +332,12 @@ def train(
         if main:
             save_checkpoint(ckpt_path, state.checkpoint())
 
+    logger = open_logger(log, out_dir, method) if main else open_logger("none", out_dir, method)
+
     def write_history() -> None:
         if main:
             write_metrics_csv(csv_path, state.history)
+            logger.log_history(state.history)
 
     bar = tqdm(
         total=prof.meta_steps,
@@ -359,6 +382,7 @@ def train(
                     return None
     finally:
         bar.close()
+        logger.close()
         if state.prefetcher is not None:
             state.prefetcher.close()
 
@@ -366,6 +390,7 @@ def train(
     test_start = time.perf_counter()
     test_tasks = _sample_tasks(family_split(state.family, "test"), seeds, cluster.shard(prof.test_tasks))
     out = state.evaluate(test_tasks, prof.test_tasks)
+    check_finite(method, state.step, {f"test {k}": float(v.mean()) for k, v in out.items()})
     test_time = time.perf_counter() - test_start
     values = out[state.metric]
     mean, ci95 = mean_ci95(values)

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
+from warpgrad.errors import UsageError
 from warpgrad.experiments.base import (
     PROFILE_NAMES,
     SCHEDULE_FIELDS,
@@ -134,7 +135,7 @@ def get_experiment(name: str) -> Experiment:
     if ":" in name:
         return _import_experiment(name)
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(EXPERIMENTS)}")
+        raise UsageError(f"unknown experiment {name!r}; allowed: {', '.join(EXPERIMENTS)}")
     return EXPERIMENTS[name]
 
 
@@ -150,24 +151,24 @@ def _import_experiment(name: str) -> Experiment:
     """
     source, _, attribute = name.rpartition(":")  # the last ':' (a Windows path has one of its own)
     if not source or not attribute.isidentifier():
-        raise ValueError(
+        raise UsageError(
             f"experiment {name!r}: expected a registered name, package.module:NAME or path/to/file.py:NAME"
         )
     if source.endswith(".py") or "/" in source or os.sep in source:
         module, where = _import_file(name, source), source
     else:
         if source.startswith(".") or not all(part.isidentifier() for part in source.split(".")):
-            raise ValueError(f"experiment {name!r}: {source!r} is not a module name (package.module) or a .py file")
+            raise UsageError(f"experiment {name!r}: {source!r} is not a module name (package.module) or a .py file")
         module, where = _import_module(name, source), source
     if not hasattr(module, attribute):
         found = sorted(k for k, v in vars(module).items() if isinstance(v, Experiment))
-        raise ValueError(
+        raise UsageError(
             f"experiment {name!r}: module {where!r} has no attribute {attribute!r}; "
             f"its experiments: {', '.join(found) if found else 'none'}"
         )
     experiment = getattr(module, attribute)
     if not isinstance(experiment, Experiment):
-        raise ValueError(
+        raise UsageError(
             f"experiment {name!r}: {where}:{attribute} is not an Experiment (type {type(experiment).__name__})"
         )
     return experiment
@@ -192,7 +193,7 @@ def _import_module(name: str, module_name: str) -> ModuleType:
         with _on_sys_path(os.getcwd()):
             return importlib.import_module(module_name)
     except (ImportError, SyntaxError) as error:
-        raise ValueError(f"experiment {name!r}: cannot import module {module_name!r}: {_one_line(error)}") from None
+        raise UsageError(f"experiment {name!r}: cannot import module {module_name!r}: {_one_line(error)}") from None
 
 
 def _file_module_name(path: Path) -> str:
@@ -206,16 +207,16 @@ def _file_module_name(path: Path) -> str:
 def _import_file(name: str, source: str) -> ModuleType:
     path = Path(source).expanduser()
     if not path.is_file():
-        raise ValueError(f"experiment {name!r}: no file {source!r} (relative to {os.getcwd()})")
+        raise UsageError(f"experiment {name!r}: no file {source!r} (relative to {os.getcwd()})")
     if path.suffix != ".py":
-        raise ValueError(f"experiment {name!r}: {source!r} is not a .py file")
+        raise UsageError(f"experiment {name!r}: {source!r} is not a .py file")
     path = path.resolve()
     module_name = _file_module_name(path)
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise ValueError(f"experiment {name!r}: cannot import {source!r} as a Python module")
+        raise UsageError(f"experiment {name!r}: cannot import {source!r} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # before running it: dataclasses and pickle look it up there
     try:
@@ -223,7 +224,7 @@ def _import_file(name: str, source: str) -> ModuleType:
             spec.loader.exec_module(module)
     except (ImportError, SyntaxError) as error:
         del sys.modules[module_name]
-        raise ValueError(f"experiment {name!r}: cannot import file {source!r}: {_one_line(error)}") from None
+        raise UsageError(f"experiment {name!r}: cannot import file {source!r}: {_one_line(error)}") from None
     except BaseException:
         del sys.modules[module_name]
         raise
@@ -249,9 +250,9 @@ def register_experiment(experiment: Experiment) -> Experiment:
     if not isinstance(experiment, Experiment):
         raise TypeError(f"register_experiment expects an Experiment, got type {type(experiment).__name__}")
     if ":" in experiment.name:
-        raise ValueError(f"experiment name {experiment.name!r} must not contain ':' (it means package.module:NAME)")
+        raise UsageError(f"experiment name {experiment.name!r} must not contain ':' (it means package.module:NAME)")
     registered = EXPERIMENTS.get(experiment.name)
     if registered is not None and registered is not experiment:
-        raise ValueError(f"experiment name {experiment.name!r} is already registered to another experiment")
+        raise UsageError(f"experiment name {experiment.name!r} is already registered to another experiment")
     EXPERIMENTS[experiment.name] = experiment
     return experiment

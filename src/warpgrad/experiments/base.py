@@ -11,6 +11,7 @@ import copy
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
+from warpgrad.errors import UsageError
 from warpgrad.methods.base import MetaLearner
 from warpgrad.tasks.base import TaskFamily
 
@@ -46,8 +47,6 @@ class Profile:
         for key, text in overrides.items():
             if key in schedule:
                 schedule[key] = _parse_like(key, text, schedule[key])
-                if schedule[key] < 1:
-                    raise ValueError(f"setting {key}={text!r}: must be >= 1")
                 continue
             parts = key.split(".")
             typed = _method_option(parts, text)
@@ -60,7 +59,7 @@ class Profile:
                 if not isinstance(node, dict):
                     break
             if not isinstance(node, dict) or parts[-1] not in node or isinstance(node[parts[-1]], dict):
-                raise ValueError(f"unknown setting {key!r}; allowed: {', '.join(self.setting_names())}")
+                raise UsageError(f"unknown setting {key!r}; allowed: {', '.join(self.setting_names())}")
             node[parts[-1]] = _parse_like(key, text, node[parts[-1]])
         applied = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
         settings = ",".join(filter(None, [self.settings, applied]))
@@ -87,7 +86,7 @@ def _method_option(parts: list[str], text: str) -> Any:
     """``text`` parsed as option ``parts[1]`` of registered method ``parts[0]`` (``None`` is a
     value: ``--set warpgrad.maml_steps=none``); :data:`NOT_A_METHOD_OPTION` when ``parts[0]`` is not
     a registered method. An unknown field is a ValueError naming the allowed ones."""
-    from warpgrad.methods.registry import config_fields, parse_value, registered
+    from warpgrad.methods.registry import check_value, config_fields, parse_value, registered
 
     methods = registered()
     if len(parts) != 2 or parts[0] not in methods:
@@ -96,17 +95,19 @@ def _method_option(parts: list[str], text: str) -> Any:
     fields_ = config_fields(methods[name].config)
     if field_name not in fields_:
         allowed = [*SCHEDULE_FIELDS, *(f"{name}.{f}" for f in fields_)]
-        raise ValueError(
+        raise UsageError(
             f"unknown setting {'.'.join(parts)!r}; allowed: {', '.join(allowed)} "
             f"(and the experiment's options: see `warpgrad show`)"
         )
-    return parse_value(f"{name}.{field_name}", text, fields_[field_name])
+    value = parse_value(f"{name}.{field_name}", text, fields_[field_name])
+    check_value(f"{name}.{field_name}", value)
+    return value
 
 
 def _parse_like(key: str, text: str, current: Any) -> Any:
     """``text`` as a value of ``current``'s type (the registry's typed parser; an optional integer
     when ``current`` is None, a string for any other type)."""
-    from warpgrad.methods.registry import parse_value
+    from warpgrad.methods.registry import check_value, parse_value
 
     if current is None:
         kind: Any = int | None
@@ -115,9 +116,11 @@ def _parse_like(key: str, text: str, current: Any) -> Any:
     else:
         kind = type(current) if type(current) in (bool, int, float) else str
     try:
-        return parse_value(key, text, kind)
+        value = parse_value(key, text, kind)
     except ValueError:
-        raise ValueError(f"setting {key}={text!r}: expected a value like {current!r}") from None
+        raise UsageError(f"setting {key}={text!r}: expected a value like {current!r}") from None
+    check_value(key, value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ class Experiment:
 
     def profile(self, name: str) -> Profile:
         if name not in self.profiles:
-            raise ValueError(f"unknown profile {name!r} for {self.name}; allowed: {', '.join(self.profiles)}")
+            raise UsageError(f"unknown profile {name!r} for {self.name}; allowed: {', '.join(self.profiles)}")
         return self.profiles[name]
 
     def resolve(self, profile: str | Profile, settings: dict[str, str] | None = None) -> Profile:
@@ -150,7 +153,7 @@ class Experiment:
                 from warpgrad.methods.registry import registered
 
                 if head in registered():
-                    raise ValueError(
+                    raise UsageError(
                         f"setting {key!r}: {self.name} does not run {head}; its methods: {', '.join(self.methods)}"
                     )
         return base.with_overrides(settings) if settings else base
@@ -158,7 +161,7 @@ class Experiment:
     def method(self, name: str) -> MethodSpec:
         """The spec of ``name``; a ValueError (one line) when this experiment cannot run it."""
         if name not in self.methods:
-            raise ValueError(f"unknown method {name!r} for {self.name}; allowed: {', '.join(self.methods)}")
+            raise UsageError(f"unknown method {name!r} for {self.name}; allowed: {', '.join(self.methods)}")
         return self.methods[name]
 
 

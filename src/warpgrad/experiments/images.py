@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from warpgrad.errors import UsageError
 from warpgrad.experiments.base import Experiment, Profile, _adam, _profiles, _schedule, _with
 from warpgrad.experiments.methods import method_specs
 from warpgrad.layers import Conv4
@@ -29,7 +30,7 @@ def _load_dataset_cached(name: str, arguments: tuple[tuple[str, Any], ...]):
     from warpgrad.data.registry import DATASETS
 
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+        raise UsageError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
     return DATASETS[name].load(**dict(arguments))
 
 

@@ -69,3 +69,26 @@ def build_method(experiment: Experiment, method: str, profile: Profile, seed: in
     spec = experiment.method(method)
     torch.manual_seed(seed)
     return spec.build(profile)
+
+
+def run_configuration(experiment: Experiment, profile: Profile, methods: Iterable[str]) -> dict[str, Any]:
+    """Everything that decides a run of ``methods``: the schedule, the experiment's own options and
+    every method's resolved options (a registered method's typed config; a continual learner's
+    entry in the options). What ``warpgrad show`` prints and results entries record."""
+    from warpgrad.experiments.base import SCHEDULE_FIELDS
+
+    known = registered()
+    method_options: dict[str, Any] = {}
+    for name in methods:
+        if name in known and "inner_steps" in profile.options:
+            method_options[name] = describe_config(name, profile.options)
+        else:  # continual-stream methods read the experiment's options
+            method_options[name] = profile.options.get(name, "the experiment's options")
+    return {
+        "experiment": experiment.name,
+        "profile": profile.name,
+        "settings": profile.settings,
+        "schedule": {k: getattr(profile, k) for k in SCHEDULE_FIELDS},
+        "options": {k: v for k, v in profile.options.items() if k not in method_options and k not in known},
+        "methods": method_options,
+    }

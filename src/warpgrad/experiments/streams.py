@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from warpgrad.errors import UsageError
 from warpgrad.experiments.base import MethodSpec, Profile, StreamExperiment, _with
 from warpgrad.layers import MLP
 
@@ -45,7 +46,7 @@ def _stream_arrays(dataset: str, o: dict[str, Any]):
     train, test = _arrays(dataset)
     fraction = o["validation"]
     if not 0 <= fraction < 1:
-        raise ValueError(f"validation must be a fraction in [0, 1) of the training images, got {fraction!r}")
+        raise UsageError(f"validation must be a fraction in [0, 1) of the training images, got {fraction!r}")
     if fraction > 0:
         train, test = _split_arrays(train, fraction, seed=VALIDATION_SEED)
     return train, test
@@ -83,7 +84,7 @@ def _split_stream(dataset: str) -> Callable[[Profile, int], Any]:
 
         o = p.options
         if o["scenario"] not in SPLIT_SCENARIOS:
-            raise ValueError(f"unknown scenario {o['scenario']!r}; allowed: {', '.join(SPLIT_SCENARIOS)}")
+            raise UsageError(f"unknown scenario {o['scenario']!r}; allowed: {', '.join(SPLIT_SCENARIOS)}")
         train, test = _stream_arrays(dataset, o)
         stream = split_stream(train, test, o["classes_per_experience"], SPLIT_SCENARIOS[o["scenario"]])
         generator = torch.Generator().manual_seed(seed)

@@ -36,6 +36,7 @@ from warpgrad.core.shell import (
 )
 from warpgrad.core.tree import Params
 from warpgrad.core.unroll import StepHook, unroll
+from warpgrad.errors import UsageError
 from warpgrad.methods.registry import register
 from warpgrad.tasks.base import Task, evaluation, objective
 
@@ -87,7 +88,7 @@ def check_no_running_statistics(model: nn.Module) -> None:
     """
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
-            raise ValueError(
+            raise UsageError(
                 f"batch-norm layer {name!r} tracks running statistics; build it with "
                 "track_running_stats=False (batch statistics only, the few-shot standard)"
             )
@@ -126,7 +127,7 @@ class MetaLearner:
         adapt: Filter = not_warp,
     ):
         if not isinstance(inner_steps, int) or inner_steps < 0:
-            raise ValueError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
+            raise UsageError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
         check_no_running_statistics(model)
         self.model = model
         self.inner_optimizer = inner_optimizer
@@ -165,7 +166,7 @@ class MetaLearner:
     ) -> dict[str, float]:
         """One outer update: the meta-gradients of ``tasks``, reduced by ``reduction``, applied."""
         if not tasks:
-            raise ValueError("meta_step needs at least one task")
+            raise UsageError("meta_step needs at least one task")
         grads = self.meta_gradients(tasks, generator, reduction)
         for group, group_grads in grads.items():
             self.shell.apply(group, group_grads, reduction)
@@ -178,7 +179,7 @@ class MetaLearner:
         The model runs in eval mode (dropout off), here and during the adaptation it scores.
         """
         if not tasks:
-            raise ValueError("evaluate needs at least one task")
+            raise UsageError("evaluate needs at least one task")
         losses, metrics = [], []
         with eval_mode(self.model):
             for task in tasks:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from warpgrad.core.optim import InnerOptimizer
 from warpgrad.core.tree import Params, State
 from warpgrad.core.unroll import StepHook
+from warpgrad.errors import UsageError
 from warpgrad.methods.base import InitialisationLearner, inner_loop, task_loss
 from warpgrad.methods.registry import register
 from warpgrad.tasks.base import Task
@@ -82,7 +83,7 @@ class LeapPath:
         if self._previous is not None:
             theta_prev, loss_prev, grad_prev = self._previous
             if grad_prev is None:
-                raise ValueError("LeapPath.observe: every point but the last needs its gradient")
+                raise UsageError("LeapPath.observe: every point but the last needs its gradient")
             inc = leap_segment_gradient(
                 theta_prev, theta, loss_prev, loss, grad_prev, self.norm, self.loss_term, self.stabilizer
             )

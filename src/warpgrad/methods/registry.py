@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import pkgutil
 import types
 import typing
@@ -31,6 +32,8 @@ from typing import Any, Callable
 
 from torch import nn
 
+from warpgrad.errors import UsageError
+
 __all__ = [
     "MethodInfo",
     "register",
@@ -38,6 +41,7 @@ __all__ = [
     "method_info",
     "registered",
     "make_config",
+    "check_value",
     "parse_value",
     "config_fields",
 ]
@@ -98,7 +102,7 @@ def register(
     info = MethodInfo(name, cls, config, description, uses_warps, inner_optimizer, experiment_options)
     previous = _REGISTRY.get(name)
     if previous is not None and (previous.cls, previous.config) != (cls, config):
-        raise ValueError(f"method name {name!r} is already registered by {previous.cls.__module__}")
+        raise UsageError(f"method name {name!r} is already registered by {previous.cls.__module__}")
     _REGISTRY[name] = info
     return info
 
@@ -128,14 +132,14 @@ def registered() -> dict[str, MethodInfo]:
 def method_info(name: str) -> MethodInfo:
     methods = registered()
     if name not in methods:
-        raise ValueError(f"unknown method {name!r}; registered: {', '.join(methods)}")
+        raise UsageError(f"unknown method {name!r}; registered: {', '.join(methods)}")
     return methods[name]
 
 
 def check_choice(name: str, value: Any, allowed: Any) -> None:
     """Raise a ValueError naming ``value`` and the ``allowed`` ones unless it is one of them."""
     if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+        raise UsageError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
 
 
 def config_fields(config: type) -> dict[str, Any]:
@@ -157,7 +161,7 @@ def parse_value(key: str, text: str, kind: Any) -> Any:
                 return parse_value(key, text, option)
             except ValueError:
                 pass
-        raise ValueError(f"setting {key}={text!r}: expected {' or '.join(map(_type_name, options))} or none")
+        raise UsageError(f"setting {key}={text!r}: expected {' or '.join(map(_type_name, options))} or none")
     try:
         if kind is bool:
             if text.lower() not in ("true", "false", "1", "0"):
@@ -173,8 +177,45 @@ def parse_value(key: str, text: str, kind: Any) -> Any:
             element = (typing.get_args(kind) or (int,))[0]
             return tuple(element(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"setting {key}={text!r}: expected {_type_name(kind)}") from None
-    raise ValueError(f"setting {key}: cannot parse a value of type {_type_name(kind)}")
+        raise UsageError(f"setting {key}={text!r}: expected {_type_name(kind)}") from None
+    raise UsageError(f"setting {key}: cannot parse a value of type {_type_name(kind)}")
+
+
+# Settings that count something (at least one) and settings that are learning rates (positive).
+_SIZES = frozenset(
+    "ways shots queries hidden width widths channels image_size batch_size epochs runs experiences n_classes "
+    "classes_per_experience outputs threads warp_batch tune_runs intervals points_per_interval steps_per_interval "
+    "train_per_class test_per_class train_per_experience test_points meta_steps meta_batch eval_every val_tasks "
+    "test_tasks checkpoint_every".split()
+)
+
+
+def _is_learning_rate(name: str) -> bool:
+    return name in ("lr", "lr_grid", "learning_rate") or name.endswith("_lr")
+
+
+def check_value(key: str, value: Any) -> None:
+    """Refuse a parsed ``--set`` value that no run can use: a non-finite number, a learning rate
+    that is not positive, a negative integer, a size below 1, a fraction outside [0, 1).
+
+    Raises:
+        UsageError: naming the setting, the value and what is allowed.
+    """
+    name = key.rsplit(".", 1)[-1]
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if not math.isfinite(v):
+            raise UsageError(f"setting {key}={v!r}: must be a finite number")
+        if _is_learning_rate(name) and v <= 0:
+            raise UsageError(f"setting {key}={v!r}: a learning rate must be > 0")
+        if name in _SIZES and v < 1:
+            raise UsageError(f"setting {key}={v!r}: must be >= 1")
+        if name == "validation" and not 0 <= v < 1:
+            raise UsageError(f"setting {key}={v!r}: a fraction of the training images, in [0, 1)")
+        if v < 0:
+            raise UsageError(f"setting {key}={v!r}: must be >= 0")
 
 
 def _type_name(kind: Any) -> str:
@@ -194,7 +235,7 @@ def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
     allowed = config_fields(info.config)
     unknown = sorted(set(values) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown option {name}.{unknown[0]}; {name} has: {', '.join(allowed) or 'no options'}")
+        raise UsageError(f"unknown option {name}.{unknown[0]}; {name} has: {', '.join(allowed) or 'no options'}")
     return info.config(**values)
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from warpgrad.core.optim import InnerOptimizer
 from warpgrad.core.params import everything, warp_only
+from warpgrad.errors import UsageError
 from warpgrad.methods.maml import MAML, MAMLConfig
 from warpgrad.methods.registry import register
 
@@ -38,7 +39,7 @@ class TNets(MAML):
 
     def __init__(self, model: nn.Module, inner_optimizer: InnerOptimizer, inner_steps: int, **kwargs: Any):
         if not warp_only(model):
-            raise ValueError("TNets needs a model with warpgrad.Warp transformation layers; found none")
+            raise UsageError("TNets needs a model with warpgrad.Warp transformation layers; found none")
         super().__init__(model, inner_optimizer, inner_steps, meta_filter=everything, **kwargs)
 
 

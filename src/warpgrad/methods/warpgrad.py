@@ -63,6 +63,7 @@ from warpgrad.core.optim import InnerOptimizer
 from warpgrad.core.replay import ReservoirBuffer, TrajectoryPoint
 from warpgrad.core.shell import LOCAL, META_OPTIMIZERS, MetaGradients, Reduction
 from warpgrad.core.tree import Params, State, same_shapes, tree_stack
+from warpgrad.errors import UsageError
 from warpgrad.methods.base import MetaLearner, task_loss
 from warpgrad.methods.leap import LeapPath, run_trajectory
 from warpgrad.methods.maml import maml_gradient
@@ -236,12 +237,12 @@ class WarpGrad(MetaLearner):
             check_choice(name, getattr(c, name), allowed)
         for label in ("buffer_size", "warp_updates"):
             if not isinstance(getattr(c, label), int) or getattr(c, label) < 1:
-                raise ValueError(f"{label} must be an integer >= 1, got {getattr(c, label)!r}")
+                raise UsageError(f"{label} must be an integer >= 1, got {getattr(c, label)!r}")
         if c.warp_batch is not None and (not isinstance(c.warp_batch, int) or c.warp_batch < 1):
-            raise ValueError(f"warp_batch must be None (all buffered points) or an integer >= 1, got {c.warp_batch!r}")
+            raise UsageError(f"warp_batch must be None (all buffered points) or an integer >= 1, got {c.warp_batch!r}")
         theta0, phi = self.parameters_by_role()
         if not phi:
-            raise ValueError("WarpGrad needs a model with at least one warpgrad.Warp layer; found none")
+            raise UsageError("WarpGrad needs a model with at least one warpgrad.Warp layer; found none")
         self.objective, self.algorithm, self.init, self.init_weight = c.objective, c.algorithm, c.init, c.init_weight
         self.buffer_size, self.warp_batch, self.warp_updates = c.buffer_size, c.warp_batch, c.warp_updates
         self.meta_loss_data = c.meta_loss_data
@@ -349,7 +350,7 @@ class WarpGrad(MetaLearner):
         self, tasks: list[Task], generator: torch.Generator, reduction: Reduction = LOCAL
     ) -> dict[str, float]:
         if not tasks:
-            raise ValueError("meta_step needs at least one task")
+            raise UsageError("meta_step needs at least one task")
 
         def apply(group: str, grads: list[Tensor]) -> None:
             self.shell.apply(group, grads, reduction)
@@ -362,7 +363,7 @@ class WarpGrad(MetaLearner):
         """The meta-gradients of one meta-step (one warp update) without applying them:
         ``{"warp": ∇φ, "init": λ∇θ₀}`` (the latter only when ``init`` is not ``none``)."""
         if not tasks:
-            raise ValueError("meta_step needs at least one task")
+            raise UsageError("meta_step needs at least one task")
         captured = MetaGradients()
 
         def capture(group: str, grads: list[Tensor]) -> None:

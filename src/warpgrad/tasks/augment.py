@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from warpgrad.errors import UsageError
+
 
 def random_affine(
     images: Tensor,
@@ -27,7 +29,7 @@ def random_affine(
     Pixels that come from outside the image are 0 (background). Bilinear interpolation.
     """
     if images.dim() != 4:
-        raise ValueError(f"random_affine expects images [N, C, H, W], got shape {tuple(images.shape)}")
+        raise UsageError(f"random_affine expects images [N, C, H, W], got shape {tuple(images.shape)}")
     n = images.shape[0]
     kw = {"generator": generator, "dtype": images.dtype}
     angle = torch.deg2rad(rotation[0] + (rotation[1] - rotation[0]) * torch.rand(n, **kw))

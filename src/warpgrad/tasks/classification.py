@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from warpgrad.data.base import ClassDataset
+from warpgrad.errors import UsageError
 from warpgrad.tasks.augment import random_affine
 
 
@@ -78,14 +79,14 @@ class MultiShotTask(_Classification):
 
 def _split_classes(dataset: ClassDataset, split: str) -> list[int]:
     if split not in dataset.splits:
-        raise ValueError(f"{dataset.name} has no split {split!r}; allowed: {', '.join(dataset.splits)}")
+        raise UsageError(f"{dataset.name} has no split {split!r}; allowed: {', '.join(dataset.splits)}")
     return list(dataset.splits[split])
 
 
 def _positive(**values: int) -> None:
     for name, value in values.items():
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -105,13 +106,13 @@ class EpisodeFamily:
         _positive(ways=self.ways, shots=self.shots, queries=self.queries)
         classes = _split_classes(self.dataset, self.split_name)
         if self.ways > len(classes):
-            raise ValueError(
+            raise UsageError(
                 f"{self.ways}-way episodes need {self.ways} classes; {self.dataset.name} split "
                 f"{self.split_name!r} has {len(classes)}"
             )
         fewest = min(self.dataset.count(c) for c in classes)
         if self.shots + self.queries > fewest:
-            raise ValueError(
+            raise UsageError(
                 f"shots + queries = {self.shots + self.queries} images per class, but a class of "
                 f"{self.dataset.name} split {self.split_name!r} has only {fewest}"
             )
@@ -161,7 +162,7 @@ class MultiShotFamily:
             batch_size=self.batch_size,
         )
         if not self.eligible_groups():
-            raise ValueError(
+            raise UsageError(
                 f"no group of {self.dataset.name} split {self.split_name!r} has {self.ways} classes with "
                 f"{self.train_per_class + self.test_per_class} images each"
             )

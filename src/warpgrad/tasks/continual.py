@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from warpgrad.data.base import ClassDataset
+from warpgrad.errors import UsageError
 from warpgrad.tasks.augment import rotate90
 
 SCENARIOS = ("domain-incremental", "task-incremental", "class-incremental")
@@ -105,19 +106,19 @@ class SineStream(Stream):
 
 def _check_arrays(name: str, arrays: Arrays) -> Arrays:
     if not isinstance(arrays, (tuple, list)) or len(arrays) != 2:
-        raise ValueError(f"{name} must be a pair (x [N, C, H, W], y [N]), got {type(arrays).__name__}")
+        raise UsageError(f"{name} must be a pair (x [N, C, H, W], y [N]), got {type(arrays).__name__}")
     x, y = arrays
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if x.dim() != 4:
-        raise ValueError(f"{name} images must be [N, C, H, W], got shape {tuple(x.shape)}")
+        raise UsageError(f"{name} images must be [N, C, H, W], got shape {tuple(x.shape)}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"{name} labels must be [N] with N = {x.shape[0]}, got shape {tuple(y.shape)}")
+        raise UsageError(f"{name} labels must be [N] with N = {x.shape[0]}, got shape {tuple(y.shape)}")
     return x, y.long()
 
 
 def _check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        raise UsageError(f"{name} must be a positive int, got {value!r}")
     return value
 
 
@@ -144,7 +145,7 @@ def permuted_stream(train: Arrays, test: Arrays, n_experiences: int, seed: int =
     _check_positive_int("n_experiences", n_experiences)
     (train_x, train_y), (test_x, test_y) = _check_arrays("train", train), _check_arrays("test", test)
     if train_x.shape[1:] != test_x.shape[1:]:
-        raise ValueError(
+        raise UsageError(
             f"train and test images differ in shape: {tuple(train_x.shape[1:])} vs {tuple(test_x.shape[1:])}"
         )
     n_pixels = train_x.shape[2] * train_x.shape[3]
@@ -177,10 +178,10 @@ def rotate(images: Tensor, degrees: float) -> Tensor:
     pixels that come from outside the image.
     """
     if images.dim() != 4:
-        raise ValueError(f"rotate expects images [N, C, H, W], got shape {tuple(images.shape)}")
+        raise UsageError(f"rotate expects images [N, C, H, W], got shape {tuple(images.shape)}")
     degrees = float(degrees)
     if not math.isfinite(degrees):
-        raise ValueError(f"rotation angle must be finite, got {degrees}")
+        raise UsageError(f"rotation angle must be finite, got {degrees}")
     if degrees % 90 == 0:
         return rotate90(images, int(degrees // 90))
     return _rotate_bilinear(images, degrees)
@@ -207,7 +208,7 @@ def rotated_stream(train: Arrays, test: Arrays, angles: Sequence[float]) -> Stre
     ``angles[t]`` degrees (:func:`rotate`). Labels unchanged; domain-incremental."""
     angles = list(angles)
     if not angles:
-        raise ValueError("angles must name at least one rotation, got []")
+        raise UsageError("angles must name at least one rotation, got []")
     (train_x, train_y), (test_x, test_y) = _check_arrays("train", train), _check_arrays("test", test)
     classes = sorted(set(train_y.tolist()) | set(test_y.tolist()))
     experiences = [
@@ -231,15 +232,15 @@ def split_stream(
     labels are the original ones and ``task_id`` is 0. Every test label must be a training class.
     """
     if scenario not in ("task-incremental", "class-incremental"):
-        raise ValueError(f"split_stream scenario must be 'task-incremental' or 'class-incremental', got {scenario!r}")
+        raise UsageError(f"split_stream scenario must be 'task-incremental' or 'class-incremental', got {scenario!r}")
     _check_positive_int("classes_per_experience", classes_per_experience)
     (train_x, train_y), (test_x, test_y) = _check_arrays("train", train), _check_arrays("test", test)
     classes = sorted(set(train_y.tolist()))
     unknown = sorted(set(test_y.tolist()) - set(classes))
     if unknown:
-        raise ValueError(f"test labels {unknown} do not occur in the training labels {classes}")
+        raise UsageError(f"test labels {unknown} do not occur in the training labels {classes}")
     if len(classes) % classes_per_experience != 0:
-        raise ValueError(
+        raise UsageError(
             f"classes_per_experience={classes_per_experience} does not divide the {len(classes)} classes; "
             f"allowed: {[k for k in range(1, len(classes) + 1) if len(classes) % k == 0]}"
         )
@@ -282,13 +283,13 @@ def class_sequence_stream(
     learner is evaluated on the test sets of experiences ``0..i``.
     """
     if split not in dataset.splits:
-        raise ValueError(f"unknown split {split!r}; {dataset.name} has {sorted(dataset.splits)}")
+        raise UsageError(f"unknown split {split!r}; {dataset.name} has {sorted(dataset.splits)}")
     _check_positive_int("n_classes", n_classes)
     _check_positive_int("train_per_class", train_per_class)
     _check_positive_int("test_per_class", test_per_class)
     pool = list(dataset.splits[split])
     if n_classes > len(pool):
-        raise ValueError(f"n_classes={n_classes} but split {split!r} of {dataset.name} has only {len(pool)} classes")
+        raise UsageError(f"n_classes={n_classes} but split {split!r} of {dataset.name} has only {len(pool)} classes")
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(pool), generator=generator)[:n_classes].tolist()
     need = train_per_class + test_per_class
@@ -297,7 +298,7 @@ def class_sequence_stream(
         c = pool[i]
         count = dataset.count(c)
         if count < need:
-            raise ValueError(
+            raise UsageError(
                 f"class {c} of {dataset.name} has {count} images, fewer than train_per_class + test_per_class = {need}"
             )
         index = torch.randperm(count, generator=generator)[:need]
@@ -349,9 +350,9 @@ class ContinualSineFamily:
             _check_positive_int(arg, value)
         for arg, (low, high) in (("x_range", x_range), ("amplitude", amplitude), ("phase", phase)):
             if not low <= high:
-                raise ValueError(f"{arg} must be (low, high) with low <= high, got {(low, high)}")
+                raise UsageError(f"{arg} must be (low, high) with low <= high, got {(low, high)}")
         if x_range[0] == x_range[1]:
-            raise ValueError(f"x_range must be a non-empty interval, got {x_range}")
+            raise UsageError(f"x_range must be a non-empty interval, got {x_range}")
         self.n_intervals = n_intervals
         self.points_per_interval = points_per_interval
         self.test_points_per_interval = test_points_per_interval

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from warpgrad.errors import UsageError
+
 
 @dataclass
 class SineTask:
@@ -64,7 +66,7 @@ class SineFamily:
         dtype: torch.dtype = torch.float32,
     ):
         if shots < 1 or test_points < 1:
-            raise ValueError(f"shots and test_points must be >= 1, got {shots} and {test_points}")
+            raise UsageError(f"shots and test_points must be >= 1, got {shots} and {test_points}")
         self.shots = shots
         self.test_points = test_points
         self.amplitude = amplitude

@@ -17,6 +17,7 @@ from torch import Tensor
 from warpgrad.data.base import check_splits, split_by_fraction
 from warpgrad.data.kanjivg.raster import DEFAULT_JITTER, MARGIN, THICKNESS, Jitter, _draw, _Plan, _plan
 from warpgrad.data.kanjivg.svg import _files, _scan, kanjivg_dir, load_strokes
+from warpgrad.errors import UsageError
 
 # --------------------------------------------------------------------------------------------
 # The dataset
@@ -80,14 +81,14 @@ class KanjiDataset:
     ):
         for arg, value in (("drawings", drawings), ("image_size", image_size), ("min_group_size", min_group_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{arg} must be a positive int, got {value!r}")
+                raise UsageError(f"{arg} must be a positive int, got {value!r}")
         if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1):
-            raise ValueError(f"n_classes must be a positive int or None, got {n_classes!r}")
+            raise UsageError(f"n_classes must be a positive int or None, got {n_classes!r}")
         if group_by not in ("radical", "strokes"):
-            raise ValueError(f"group_by must be 'radical' or 'strokes', got {group_by!r}")
+            raise UsageError(f"group_by must be 'radical' or 'strokes', got {group_by!r}")
         splits = {"train": 0.7, "val": 0.1, "test": 0.2} if splits is None else dict(splits)
         if not splits or any(not f >= 0 for f in splits.values()) or sum(splits.values()) <= 0:
-            raise ValueError(f"splits must map split names to fractions ≥ 0 with a positive sum, got {splits}")
+            raise UsageError(f"splits must map split names to fractions ≥ 0 with a positive sum, got {splits}")
         self._dir = kanjivg_dir(root)
         self._files = _files(self._dir)
         self.group_by = group_by
@@ -102,30 +103,30 @@ class KanjiDataset:
             pool = list(characters)
             bad = [c for c in pool if not isinstance(c, str) or c not in self._files]
             if bad:
-                raise ValueError(f"characters not in KanjiVG ({self._dir}): {bad[:10]}{' …' if len(bad) > 10 else ''}")
+                raise UsageError(f"characters not in KanjiVG ({self._dir}): {bad[:10]}{' …' if len(bad) > 10 else ''}")
             if len(set(pool)) != len(pool):
-                raise ValueError("characters contains duplicates")
+                raise UsageError("characters contains duplicates")
         if n_classes is None:
             chosen = self._filter_groups(pool, min_group_size)
         else:
             order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed)).tolist()
             chosen = self._first_with_groups([pool[i] for i in order], n_classes, min_group_size)
             if len(chosen) < n_classes:
-                raise ValueError(
+                raise UsageError(
                     f"n_classes={n_classes} but only {len(chosen)} characters of the pool of {len(pool)} are in "
                     f"groups ({group_by}) of at least min_group_size={min_group_size}"
                 )
             rank = {c: i for i, c in enumerate(pool)}
             chosen.sort(key=rank.__getitem__)
         if not chosen:
-            raise ValueError(f"no characters left: no group ({group_by}) has min_group_size={min_group_size} classes")
+            raise UsageError(f"no characters left: no group ({group_by}) has min_group_size={min_group_size} classes")
         self.classes = chosen
         self.groups = [self._group(c) for c in chosen]
         self.splits = split_by_fraction(len(chosen), splits, seed=seed, groups=self.groups)
         check_splits(self.name, self.splits, len(chosen))
         empty = [s for s, f in splits.items() if f > 0 and not self.splits[s]]
         if empty:
-            raise ValueError(
+            raise UsageError(
                 f"{self.name}: split(s) {empty} got no classes: {len(set(self.groups))} groups for splits {splits}; "
                 "use more classes or other fractions"
             )
@@ -177,7 +178,7 @@ class KanjiDataset:
 
     def _check_class(self, c: int) -> None:
         if not 0 <= int(c) < len(self.classes):
-            raise ValueError(f"class index {c} outside 0..{len(self.classes) - 1}")
+            raise UsageError(f"class index {c} outside 0..{len(self.classes) - 1}")
 
     def images(self, c: int, index: Tensor | Sequence[int] | None = None) -> Tensor:
         """Drawings ``index`` (all when None) of class ``c``: float32 ``[len(index), 1, H, W]`` in [0, 1]."""
@@ -185,7 +186,7 @@ class KanjiDataset:
         c = int(c)
         idx = torch.arange(self.drawings) if index is None else torch.as_tensor(index, dtype=torch.long).reshape(-1)
         if idx.numel() and (int(idx.min()) < -self.drawings or int(idx.max()) >= self.drawings):
-            raise ValueError(f"drawing index out of range 0..{self.drawings - 1}: {idx.tolist()}")
+            raise UsageError(f"drawing index out of range 0..{self.drawings - 1}: {idx.tolist()}")
         idx = idx % self.drawings
         if c not in self._cache:
             self._cache[c] = torch.zeros(self.drawings, *self.image_shape, dtype=torch.uint8)

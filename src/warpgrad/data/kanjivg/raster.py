@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from warpgrad.data.kanjivg.svg import _check_chain
+from warpgrad.errors import UsageError
 
 VIEWBOX = 109.0  # KanjiVG's viewBox is 0 0 109 109
 THICKNESS = 6.0  # pen width in viewBox units (KanjiVG's own stroke-width is 3; 6 reads well at 28 px)
@@ -90,11 +91,11 @@ class _Plan:
 
 def _plan(strokes: Sequence[Tensor], size: int, jitter: Jitter | None, thickness: float, margin: float) -> _Plan:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+        raise UsageError(f"size must be a positive int, got {size!r}")
     if not strokes:
-        raise ValueError("no strokes to render")
+        raise UsageError("no strokes to render")
     if not thickness > 0:
-        raise ValueError(f"thickness must be > 0, got {thickness}")
+        raise UsageError(f"thickness must be > 0, got {thickness}")
     scale = size / (VIEWBOX + 2 * margin)
     # curvature allowance for the jitter, so jittered curves are flattened finely enough
     bend = 0.0 if jitter is None else 2 * (jitter.point_noise + jitter.handle_noise)

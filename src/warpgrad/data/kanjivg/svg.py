@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from warpgrad.data.cache import DataError
+from warpgrad.errors import UsageError
 
 INSTALL_HINT = "pip install kanjivg"
 
@@ -39,19 +40,19 @@ def _tokens(d: str, source: str) -> list[str | float]:
         if ch in "+-.0123456789":
             m = _NUMBER.match(d, pos)
             if m is None:
-                raise ValueError(f"{source}: bad number at offset {pos} of path data {d!r}")
+                raise UsageError(f"{source}: bad number at offset {pos} of path data {d!r}")
             tokens.append(float(m.group()))
             pos = m.end()
         elif ch.isalpha():
             if ch.upper() not in _ARITY:
-                raise ValueError(
+                raise UsageError(
                     f"{source}: unsupported SVG path command {ch!r} in {d!r}; supported: M L H V C S Q T Z "
                     "(and their relative lower-case forms)"
                 )
             tokens.append(ch)
             pos += 1
         else:
-            raise ValueError(f"{source}: unexpected character {ch!r} at offset {pos} of path data {d!r}")
+            raise UsageError(f"{source}: unexpected character {ch!r} at offset {pos} of path data {d!r}")
         pos = _SEPARATORS.match(d, pos).end()  # type: ignore[union-attr]
     return tokens
 
@@ -91,18 +92,18 @@ def parse_path(d: str, source: str = "<path>") -> list[Tensor]:
             i += 1
             if command.upper() == "Z":
                 if chain is None:
-                    raise ValueError(f"{source}: path data must start with M or m, got {command!r} in {d!r}")
+                    raise UsageError(f"{source}: path data must start with M or m, got {command!r} in {d!r}")
                 if (x, y) != (start_x, start_y):
                     _line(chain, x, y, start_x, start_y)
                 x, y, closed, previous = start_x, start_y, True, "Z"
                 continue
         if command is None:
-            raise ValueError(f"{source}: path data must start with M or m, got number {token} in {d!r}")
+            raise UsageError(f"{source}: path data must start with M or m, got number {token} in {d!r}")
         upper = command.upper()
         n = _ARITY[upper]
         args = tokens[i : i + n]
         if n == 0 or len(args) < n or any(isinstance(a, str) for a in args):
-            raise ValueError(f"{source}: command {command!r} needs {n} numbers at a time in {d!r}")
+            raise UsageError(f"{source}: command {command!r} needs {n} numbers at a time in {d!r}")
         i += n
         a = [float(v) for v in args]
         ox, oy = (x, y) if command.islower() else (0.0, 0.0)
@@ -115,7 +116,7 @@ def parse_path(d: str, source: str = "<path>") -> list[Tensor]:
             command = "l" if command.islower() else "L"  # implicit repetition of a moveto is a lineto
             continue
         if chain is None:
-            raise ValueError(f"{source}: path data must start with M or m, got {command!r} in {d!r}")
+            raise UsageError(f"{source}: path data must start with M or m, got {command!r} in {d!r}")
         if closed:  # drawing after Z starts a new subpath at the closed one's start
             chain = [(x, y)]
             chains.append(chain)
@@ -147,7 +148,7 @@ def parse_path(d: str, source: str = "<path>") -> list[Tensor]:
             x, y, ctrl = nx, ny, q
         previous = upper
     if not chains:
-        raise ValueError(f"{source}: empty path data {d!r}")
+        raise UsageError(f"{source}: empty path data {d!r}")
     return [torch.tensor(c, dtype=torch.float32) for c in chains]
 
 
@@ -158,7 +159,7 @@ def _line(chain: list[tuple[float, float]], x0: float, y0: float, x1: float, y1:
 
 def _check_chain(chain: Tensor) -> None:
     if chain.ndim != 2 or chain.shape[1] != 2 or chain.shape[0] % 3 != 1:
-        raise ValueError(f"a stroke must be a [3n+1, 2] cubic chain, got shape {tuple(chain.shape)}")
+        raise UsageError(f"a stroke must be a [3n+1, 2] cubic chain, got shape {tuple(chain.shape)}")
 
 
 def sample_chain(chain: Tensor, points_per_segment: int = 8) -> Tensor:
@@ -170,7 +171,7 @@ def sample_chain(chain: Tensor, points_per_segment: int = 8) -> Tensor:
     """
     _check_chain(chain)
     if points_per_segment < 1:
-        raise ValueError(f"points_per_segment must be ≥ 1, got {points_per_segment}")
+        raise UsageError(f"points_per_segment must be ≥ 1, got {points_per_segment}")
     if chain.shape[0] == 1:
         return chain.clone()
     t = torch.arange(1, points_per_segment + 1, dtype=chain.dtype) / points_per_segment
@@ -288,7 +289,7 @@ def load_strokes(character: str | os.PathLike, root: str | os.PathLike | None = 
     if isinstance(character, str) and len(character) == 1:
         files = _files(kanjivg_dir(root))
         if character not in files:
-            raise ValueError(f"character {character!r} (U+{ord(character):04X}) is not in KanjiVG")
+            raise UsageError(f"character {character!r} (U+{ord(character):04X}) is not in KanjiVG")
         path = files[character]
     else:
         path = Path(character)

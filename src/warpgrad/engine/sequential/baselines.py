@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from warpgrad.core.optim import sgd
 from warpgrad.core.unroll import unroll
 from warpgrad.engine.threads import torch_threads
+from warpgrad.errors import UsageError
 from warpgrad.functional import Params, functional_apply
 from warpgrad.methods.base import check_no_running_statistics
 from warpgrad.methods.continual.oml import Loss, TrajectoryMetaLearner, reset_head
@@ -49,10 +50,10 @@ def online_network_meta_test(
     Same result: ``accuracy`` (after each class, over the evaluation images of all classes seen)
     and ``per_class``."""
     if not stream_x_per_class:
-        raise ValueError("meta-test needs at least one class")
+        raise UsageError("meta-test needs at least one class")
     evals = stream_x_per_class if eval_x_per_class is None else eval_x_per_class
     if len(evals) != len(stream_x_per_class):
-        raise ValueError(f"{len(evals)} evaluation classes for {len(stream_x_per_class)} stream classes")
+        raise UsageError(f"{len(evals)} evaluation classes for {len(stream_x_per_class)} stream classes")
     labels = list(range(len(stream_x_per_class))) if labels is None else list(labels)
     params = {k: v.detach().clone() for k, v in params.items()}
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from warpgrad.errors import UsageError
 from warpgrad.methods.continual.oml import reset_head
 
 VAL_SEED_OFFSET = 1_000_000
@@ -146,7 +147,7 @@ def tune_lr(
     """The lr of ``grid`` with the best mean final held-out accuracy on ``streams`` (the first on
     ties), and that accuracy for every candidate. Give it validation streams only."""
     if not grid:
-        raise ValueError("the learning-rate grid is empty")
+        raise UsageError("the learning-rate grid is empty")
     cache: dict[int, Any] = {}
     scores = {
         float(lr): float(meta_test_streams(learner, streams, lr, head_reset, feature_cache=cache)["final"].mean())
@@ -161,9 +162,9 @@ def parse_lr_grid(text: str) -> list[float]:
     try:
         grid = [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"lr_grid must be comma-separated numbers, got {text!r}") from None
+        raise UsageError(f"lr_grid must be comma-separated numbers, got {text!r}") from None
     if not grid or any(not (lr > 0 and math.isfinite(lr)) for lr in grid):
-        raise ValueError(f"lr_grid must hold positive learning rates, got {text!r}")
+        raise UsageError(f"lr_grid must hold positive learning rates, got {text!r}")
     return grid
 
 

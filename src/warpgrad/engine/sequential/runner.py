@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from warpgrad.continual.metrics import plot_accuracy_vs_classes
+from warpgrad.engine.outdir import check_out_dir, start_fresh
 from warpgrad.engine.results import (
     RESULTS_FILE,
     ResultsRecord,
@@ -27,6 +28,7 @@ from warpgrad.engine.results import (
 from warpgrad.engine.sequential.meta_test import evaluate, parse_lr_grid
 from warpgrad.engine.sequential.sampling import TrajectorySampler
 from warpgrad.engine.threads import torch_threads
+from warpgrad.errors import UsageError
 from warpgrad.methods.continual.oml import HEAD_RESETS
 
 PLOT_FILE = "accuracy_vs_classes.png"
@@ -83,33 +85,33 @@ def _check_options(o: dict[str, Any], dataset: Any) -> int:
     """Validate the profile against the dataset; return the number of train classes to meta-train on."""
     for key in ("trajectory", "test_classes", "stream_per_class", "held_out_per_class", "runs", "tune_runs", "outputs"):
         if not isinstance(o[key], int) or o[key] < 1:
-            raise ValueError(f"setting {key} must be a positive integer, got {o[key]!r}")
+            raise UsageError(f"setting {key} must be a positive integer, got {o[key]!r}")
     for key in ("remember", "meta_classes", "threads"):
         if not isinstance(o[key], int) or o[key] < 0:
-            raise ValueError(f"setting {key} must be a non-negative integer, got {o[key]!r}")
+            raise UsageError(f"setting {key} must be a non-negative integer, got {o[key]!r}")
     if o["head_reset"] not in HEAD_RESETS:
-        raise ValueError(f"setting head_reset={o['head_reset']!r}; allowed: {', '.join(HEAD_RESETS)}")
+        raise UsageError(f"setting head_reset={o['head_reset']!r}; allowed: {', '.join(HEAD_RESETS)}")
     parse_lr_grid(o["lr_grid"])
     for split in ("train", "val", "test"):
         if not dataset.splits.get(split):
-            raise ValueError(f"{dataset.name} has no {split!r} classes")
+            raise UsageError(f"{dataset.name} has no {split!r} classes")
     train = list(dataset.splits["train"])
     n_meta = len(train) if o["meta_classes"] == 0 else o["meta_classes"]
     if not 1 <= n_meta <= len(train):
-        raise ValueError(f"setting meta_classes={o['meta_classes']}: {dataset.name} has {len(train)} train classes")
+        raise UsageError(f"setting meta_classes={o['meta_classes']}: {dataset.name} has {len(train)} train classes")
     if o["test_classes"] > len(dataset.splits["test"]):
-        raise ValueError(
+        raise UsageError(
             f"setting test_classes={o['test_classes']}: {dataset.name} has {len(dataset.splits['test'])} test classes"
         )
     need = o["stream_per_class"] + o["held_out_per_class"]
     fewest = min(dataset.count(c) for split in ("val", "test") for c in dataset.splits[split])
     if fewest < need:
-        raise ValueError(
+        raise UsageError(
             f"stream_per_class + held_out_per_class = {need}, but some val/test class of {dataset.name} has only "
             f"{fewest} images"
         )
     if o["outputs"] < max(n_meta, o["test_classes"]):
-        raise ValueError(
+        raise UsageError(
             f"setting outputs={o['outputs']}: the head needs at least max(meta_classes, test_classes) = "
             f"{max(n_meta, o['test_classes'])} outputs"
         )
@@ -132,20 +134,32 @@ def run(
     seed: int,
     out_dir: str | Path,
     progress: bool = True,
+    overwrite: bool = False,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Meta-train and meta-test ``methods`` of a sequential experiment; write and return the results.
 
     The profile option ``threads`` (> 0) sets torch's intra-op threads for the run (restored after).
     """
     with torch_threads(int(profile.options["threads"]) or None):  # 0: leave torch's setting
-        return _run(experiment, methods, profile, seed, Path(out_dir), progress)
+        return _run(experiment, methods, profile, seed, check_out_dir(out_dir), progress, overwrite, command)
 
 
-def _run(experiment: Any, methods: list[str], profile: Any, seed: int, out_dir: Path, progress: bool) -> dict[str, Any]:
+def _run(
+    experiment: Any,
+    methods: list[str],
+    profile: Any,
+    seed: int,
+    out_dir: Path,
+    progress: bool,
+    overwrite: bool,
+    command: str | None,
+) -> dict[str, Any]:
     o = profile.options
+    record = ResultsRecord(out_dir, experiment, profile, seed, command=command, metric=METRIC, lower_is_better=False)
+    start_fresh(record, methods, overwrite)
     dataset = experiment.load_data(profile)  # a missing dataset fails here, before anything is written
     classes = meta_train_classes(dataset, o, seed)
-    record = ResultsRecord(out_dir, experiment.name, profile, seed, metric=METRIC, lower_is_better=False)
     streams: dict[tuple[str, int], list[Any]] = {}
     entries: dict[str, dict[str, Any]] = {}
     for method in methods:

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from warpgrad.errors import UsageError
+
 # ------------------------------------------------------------------------------ sampling
 
 
@@ -31,15 +33,15 @@ class TrajectorySampler:
         self, dataset: Any, classes: Sequence[int], trajectory: int, remember: int, generator: torch.Generator
     ):
         if not classes:
-            raise ValueError("the trajectory sampler needs at least one class")
+            raise UsageError("the trajectory sampler needs at least one class")
         if trajectory < 1 or remember < 0:
-            raise ValueError(f"trajectory must be >= 1 and remember >= 0, got {trajectory} and {remember}")
+            raise UsageError(f"trajectory must be >= 1 and remember >= 0, got {trajectory} and {remember}")
         self.classes = [int(c) for c in classes]
         self.trajectory, self.remember, self.generator = trajectory, remember, generator
         self.images = [dataset.images(c) for c in self.classes]
         short = [c for c, x in zip(self.classes, self.images) if x.shape[0] < trajectory]
         if short:
-            raise ValueError(f"trajectory={trajectory} but class(es) {short[:5]} of {dataset.name} have fewer images")
+            raise UsageError(f"trajectory={trajectory} but class(es) {short[:5]} of {dataset.name} have fewer images")
         self.counts = torch.tensor([x.shape[0] for x in self.images])
 
     def sample(self) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from warpgrad.errors import UsageError
 from warpgrad.functional import Params, functional_apply
 from warpgrad.methods.base import check_no_running_statistics
 from warpgrad.methods.continual.oml import (
@@ -103,9 +104,9 @@ class ANML(TrajectoryMetaLearner):
         loss_fn: Loss = F.cross_entropy,
     ):
         if inner not in INNER_CHOICES:
-            raise ValueError(f"unknown inner {inner!r}; allowed: {', '.join(INNER_CHOICES)}")
+            raise UsageError(f"unknown inner {inner!r}; allowed: {', '.join(INNER_CHOICES)}")
         if inner_lr <= 0:
-            raise ValueError(f"inner_lr must be > 0, got {inner_lr!r}")
+            raise UsageError(f"inner_lr must be > 0, got {inner_lr!r}")
         self.model = nn.ModuleDict({"nm": nm, "features": features, "head": head})
         check_no_running_statistics(self.model)
         self.nm, self.feature_net, self.head = nm, features, head

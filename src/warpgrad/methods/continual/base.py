@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from warpgrad.errors import UsageError
 from warpgrad.functional import Params
 
 __all__ = ["ContinualLearner", "SGDLearner", "OPTIMIZERS", "select_outputs"]
@@ -53,7 +54,7 @@ def select_outputs(logits: Tensor, classes: Sequence[int] | Tensor | None) -> Te
     index = torch.as_tensor(classes, dtype=torch.long, device=logits.device).flatten()
     n = logits.shape[-1]
     if index.numel() == 0 or len(set(index.tolist())) != index.numel() or bool(((index < 0) | (index >= n)).any()):
-        raise ValueError(f"classes must be distinct output indices in 0..{n - 1}, got {index.tolist()}")
+        raise UsageError(f"classes must be distinct output indices in 0..{n - 1}, got {index.tolist()}")
     return logits.index_select(-1, index)
 
 
@@ -81,11 +82,11 @@ class ContinualLearner:
         optimizer: str = "sgd",
     ) -> None:
         if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
+            raise UsageError(f"lr must be positive, got {lr}")
         if optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+            raise UsageError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
         if optimizer != "sgd" and momentum:
-            raise ValueError(f"momentum={momentum} is for optimizer='sgd', not {optimizer!r}")
+            raise UsageError(f"momentum={momentum} is for optimizer='sgd', not {optimizer!r}")
         self.model = model
         self.loss_fn = loss_fn
         if optimizer == "sgd":
@@ -133,7 +134,7 @@ class ContinualLearner:
         Returns the mean (over steps) of each step metric plus ``steps``.
         """
         if epochs < 1 or batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+            raise UsageError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
         totals: dict[str, float] = {}
         steps = 0
         for _ in range(epochs):

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from warpgrad.errors import UsageError
 from warpgrad.methods.continual.base import select_outputs
 from warpgrad.methods.continual.ewc import EWC
 
@@ -89,7 +90,7 @@ class DHPSoftmax(nn.Module):
     def __init__(self, in_features: int, n_classes: int, eta_init: float = 0.1, alpha_init: float = 0.01) -> None:
         super().__init__()
         if not 0 < eta_init < 1:
-            raise ValueError(f"eta_init must be in (0, 1), got {eta_init}")
+            raise UsageError(f"eta_init must be in (0, 1), got {eta_init}")
         linear = nn.Linear(in_features, n_classes)
         self.weight = nn.Parameter(linear.weight.detach().clone())
         self.bias = nn.Parameter(linear.bias.detach().clone())

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from warpgrad.errors import UsageError
 from warpgrad.functional import Params, detach
 from warpgrad.methods.continual.base import ContinualLearner
 from warpgrad.methods.continual.fisher import FISHER_KINDS, fisher_diagonal
@@ -85,13 +86,13 @@ class EWC(ContinualLearner):
         optimizer: str = "sgd",
     ) -> None:
         if fisher not in FISHER_KINDS:
-            raise ValueError(f"unknown Fisher kind {fisher!r}; allowed: {', '.join(FISHER_KINDS)}")
+            raise UsageError(f"unknown Fisher kind {fisher!r}; allowed: {', '.join(FISHER_KINDS)}")
         if fisher == "batched" and fisher_batch_size is None:
-            raise ValueError("fisher='batched' needs fisher_batch_size")
+            raise UsageError("fisher='batched' needs fisher_batch_size")
         if lam < 0:
-            raise ValueError(f"lam must be >= 0, got {lam}")
+            raise UsageError(f"lam must be >= 0, got {lam}")
         if not 0 <= gamma <= 1:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+            raise UsageError(f"gamma must be in [0, 1], got {gamma}")
         super().__init__(model, lr, momentum=momentum, loss_fn=loss_fn, optimizer=optimizer)
         self.lam = lam
         self.fisher_kind = fisher

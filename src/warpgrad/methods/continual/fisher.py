@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from warpgrad.errors import UsageError
 from warpgrad.functional import Params, detach, functional_apply
 from warpgrad.methods.continual.base import select_outputs
 
@@ -86,13 +87,13 @@ def fisher_diagonal(
         ``{name: F}`` with ``F`` of each parameter's shape.
     """
     if kind not in FISHER_KINDS:
-        raise ValueError(f"unknown Fisher kind {kind!r}; allowed: {', '.join(FISHER_KINDS)}")
+        raise UsageError(f"unknown Fisher kind {kind!r}; allowed: {', '.join(FISHER_KINDS)}")
     if kind == "batched" and batch_size is None:
-        raise ValueError("fisher kind 'batched' needs batch_size")
+        raise UsageError("fisher kind 'batched' needs batch_size")
     if kind == "sampled" and generator is None:
-        raise ValueError("fisher kind 'sampled' needs a generator to draw labels")
+        raise UsageError("fisher kind 'sampled' needs a generator to draw labels")
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     params = detach(params)
     n = len(x)
     fisher = {k: torch.zeros_like(v) for k, v in params.items()}

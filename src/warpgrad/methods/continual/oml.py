@@ -44,6 +44,7 @@ from torch.nn import functional as F
 from warpgrad.core.optim import sgd
 from warpgrad.core.shell import MetaShell
 from warpgrad.core.unroll import unroll
+from warpgrad.errors import UsageError
 from warpgrad.functional import Params, functional_apply
 from warpgrad.layers import BatchNorm
 from warpgrad.methods.base import check_no_running_statistics
@@ -65,7 +66,7 @@ def conv_representation(
     ``norm=True`` makes features depend on the batch (see the module docstring).
     """
     if not widths or any(int(w) < 1 for w in widths):
-        raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths!r}")
+        raise UsageError(f"widths must be a non-empty sequence of positive ints, got {widths!r}")
     layers: list[nn.Module] = []
     channels, size = in_channels, image_size
     for width in widths:
@@ -118,10 +119,10 @@ def continual_meta_test(
         the c+1 per-class accuracies at that point.
     """
     if not stream_x_per_class:
-        raise ValueError("meta-test needs at least one class")
+        raise UsageError("meta-test needs at least one class")
     evals = stream_x_per_class if eval_x_per_class is None else eval_x_per_class
     if len(evals) != len(stream_x_per_class):
-        raise ValueError(f"{len(evals)} evaluation classes for {len(stream_x_per_class)} stream classes")
+        raise UsageError(f"{len(evals)} evaluation classes for {len(stream_x_per_class)} stream classes")
     labels = list(range(len(stream_x_per_class))) if labels is None else list(labels)
     params = {k: v.detach().clone() for k, v in head_params.items()}
     eval_features = [features(x) for x in evals]
@@ -147,7 +148,7 @@ def continual_meta_test(
 def reset_head(head: nn.Module, how: str) -> Params:
     """The head's parameters for meta-test: ``zeros`` or ``meta`` (the meta-learned initial head)."""
     if how not in HEAD_RESETS:
-        raise ValueError(f"unknown head reset {how!r}; allowed: {', '.join(HEAD_RESETS)}")
+        raise UsageError(f"unknown head reset {how!r}; allowed: {', '.join(HEAD_RESETS)}")
     params = {k: v.detach().clone() for k, v in head.named_parameters()}
     if how == "zeros":
         params = {k: torch.zeros_like(v) for k, v in params.items()}
@@ -260,7 +261,7 @@ class OML(TrajectoryMetaLearner):
         loss_fn: Loss = F.cross_entropy,
     ):
         if inner_lr <= 0:
-            raise ValueError(f"inner_lr must be > 0, got {inner_lr!r}")
+            raise UsageError(f"inner_lr must be > 0, got {inner_lr!r}")
         self.model = nn.ModuleDict({"rln": rln, "head": head})
         check_no_running_statistics(self.model)
         self.rln, self.head = rln, head

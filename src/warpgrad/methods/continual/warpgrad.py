@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from warpgrad.core.shell import LOCAL, MetaShell, Reduction
 from warpgrad.core.unroll import unroll
+from warpgrad.errors import UsageError
 from warpgrad.functional import InnerOptimizer, Params, combine, detach, functional_apply, partition
 from warpgrad.methods.base import check_no_running_statistics
 from warpgrad.methods.warpgrad import OBJECTIVES, warp_objective
@@ -76,13 +77,13 @@ class ContinualWarpGrad:
         loss_fn: Callable[[Tensor, Tensor], Tensor] = F.mse_loss,
     ):
         if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
+            raise UsageError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
         if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+            raise UsageError(f"steps must be an integer >= 1, got {steps!r}")
         check_no_running_statistics(model)
         _, phi = partition(model)
         if not phi:
-            raise ValueError("ContinualWarpGrad needs a model with at least one warpgrad.Warp layer; found none")
+            raise UsageError("ContinualWarpGrad needs a model with at least one warpgrad.Warp layer; found none")
         self.model, self.inner_optimizer, self.steps = model, inner_optimizer, steps
         self.objective, self.batch_size, self.loss_fn = objective, batch_size, loss_fn
         self.shell = MetaShell(model)
@@ -146,7 +147,7 @@ class ContinualWarpGrad:
         self, sequences: Sequence[Sequence[Experience]], generator: torch.Generator, reduction: Reduction = LOCAL
     ) -> dict[str, float]:
         if not sequences:
-            raise ValueError("meta_step needs at least one sequence")
+            raise UsageError("meta_step needs at least one sequence")
         _, phi = partition(self.model)
         total = [torch.zeros_like(p) for p in phi.values()]
         loss_sum, count = 0.0, 0
@@ -188,7 +189,7 @@ class ContinualWarpGrad:
     def to(self, device: torch.device | str) -> ContinualWarpGrad:
         """Stay on the CPU (the sub-task sequences are CPU tensors); another device is an error."""
         if torch.device(device).type != "cpu":
-            raise ValueError(f"{self.name} runs on the CPU only (its sequences are CPU tensors); use --device cpu")
+            raise UsageError(f"{self.name} runs on the CPU only (its sequences are CPU tensors); use --device cpu")
         return self
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,398 @@
+"""Reports across runs: ``results.json`` files of one or more seeds, with Student's t intervals.
+
+:func:`load_runs` reads and checks results files, :func:`group_runs` groups them by experiment, profile
+and settings, :func:`summarize` makes a :class:`Table` of a group (intervals over the test tasks of one
+seed, or over the per-seed means of several; differences paired task by task or seed by seed) and
+:func:`format_report` writes tables as text, Markdown, LaTeX or CSV. :func:`report_text` does it all,
+for ``warpgrad report`` and the docs' generated tables (:mod:`warpgrad.engine.docs_tables`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from warpgrad.engine.results import RESULTS_FILE, _format_time, _format_value
+from warpgrad.engine.stats import paired_t_interval, t_interval
+from warpgrad.errors import FileFormatError, UsageError
+
+FORMATS = ("text", "md", "latex", "csv")
+REFERENCE_MARK = "—"
+MethodNames = Sequence[str] | str | None  # a list, or names separated by commas
+
+
+@dataclass(frozen=True)
+class Run:
+    """One checked ``results.json``: one experiment at one profile, settings and seed."""
+
+    path: Path
+    experiment: str
+    profile: str
+    settings: str
+    seed: int
+    metric: str
+    lower_is_better: bool
+    methods: dict[str, dict[str, Any]]
+
+
+@dataclass
+class Row:
+    """One method's line of a :class:`Table`; ``None`` where there is no value (or no interval)."""
+
+    method: str
+    n_seeds: int
+    n_tasks: list[int]  # per seed
+    mean: float
+    ci95: float | None
+    diff: float | None = None  # method minus reference, paired
+    diff_ci95: float | None = None
+    is_reference: bool = False
+    extras: dict[str, tuple[float, float | None] | None] = field(default_factory=dict)
+    wall_time_s: float | None = None
+
+    @property
+    def tasks_label(self) -> str:
+        """The number of tasks per seed, or ``"MIN–MAX"`` where seeds differ."""
+        low, high = min(self.n_tasks), max(self.n_tasks)
+        return str(low) if low == high else f"{low}–{high}"
+
+
+@dataclass
+class Table:
+    """The summary of one group of runs (same experiment, profile and settings)."""
+
+    experiment: str
+    profile: str
+    settings: str
+    seeds: list[int]
+    metric: str
+    lower_is_better: bool
+    over: str  # "tasks" or "seeds": what the intervals are over
+    reference: str
+    extra_keys: list[str]
+    rows: list[Row]
+
+    @property
+    def title(self) -> str:
+        settings = f", {self.settings}" if self.settings else ""
+        seeds = f"seed {self.seeds[0]}" if len(self.seeds) == 1 else "seeds " + ",".join(map(str, self.seeds))
+        direction = "lower" if self.lower_is_better else "higher"
+        run = f"{self.experiment} ({self.profile} profile{settings}, {seeds})"
+        over = f"mean ± 95% CI (Student's t, over {self.over})"
+        return _one_line(f"{run}: test {self.metric} ({direction} is better), {over}")
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def _one_line(text: str) -> str:
+    """``text`` without terminal escape sequences or control characters, whitespace collapsed."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", text)
+    text = re.sub(r"[\x00-\x1f\x7f]", " ", text)
+    return " ".join(text.split())
+
+
+def _bad(path: Path, problem: str) -> FileFormatError:
+    return FileFormatError(_one_line(f"{path}: {problem}"))
+
+
+def _expect(condition: bool, path: Path, problem: str) -> None:
+    if not condition:
+        raise _bad(path, problem)
+
+
+def _results_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise UsageError(_one_line(f"{path}: no such file or directory (expected a {RESULTS_FILE} or a directory)"))
+    if not path.is_dir() or (path / RESULTS_FILE).exists():
+        return [path if not path.is_dir() else path / RESULTS_FILE]
+    found = sorted(path.rglob(RESULTS_FILE))
+    if not found:
+        raise UsageError(_one_line(f"{path}: no {RESULTS_FILE} in this directory or below it"))
+    return found
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_numbers(path: Path, where: str, values: Any) -> None:
+    """A non-empty list of finite numbers, or FileFormatError."""
+    _expect(isinstance(values, list), path, f"{where} is not a list (got {type(values).__name__})")
+    _expect(len(values) > 0, path, f"{where} is empty")
+    for index, value in enumerate(values):
+        _expect(_is_number(value), path, f"{where}[{index}] is not a finite number (got {value!r})")
+
+
+def _check_entry(path: Path, name: str, entry: Any) -> None:
+    """A method's results entry: a finite ``mean``, ``per_task`` numbers, optional time and extras."""
+    where = f"methods.{name}"
+    _expect(isinstance(entry, dict), path, f"{where} is not an object")
+    _expect(_is_number(entry.get("mean")), path, f"{where}.mean is not a finite number (got {entry.get('mean')!r})")
+    _expect("per_task" in entry, path, f"{where}.per_task is missing")
+    _check_numbers(path, f"{where}.per_task", entry["per_task"])
+    time = entry.get("wall_time_s")
+    _expect(time is None or _is_number(time), path, f"{where}.wall_time_s is not a finite number (got {time!r})")
+    extra = entry.get("extra", {})
+    _expect(isinstance(extra, dict), path, f"{where}.extra is not an object")
+    for key, value in extra.items():
+        numeric = isinstance(value, dict) and (value.get("mean") is None or _is_number(value["mean"]))
+        _expect(numeric, path, f"{where}.extra.{key} is not an object with a numeric mean")
+        if "per_task" in value:
+            _check_numbers(path, f"{where}.extra.{key}.per_task", value["per_task"])
+
+
+def read_run(path: str | Path) -> Run:
+    """Read and check one results file; FileFormatError (one line, naming the file) for the first problem."""
+    path = Path(path)
+    try:
+        results = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise _bad(path, f"cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise _bad(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except ValueError as error:  # json.JSONDecodeError
+        raise _bad(path, f"invalid JSON: {error}") from None
+    _expect(isinstance(results, dict), path, f"not a JSON object (got {type(results).__name__})")
+    for key in ("experiment", "profile"):
+        _expect(isinstance(results.get(key), str), path, f"'{key}' is missing or not a string")
+    seed = results.get("seed")
+    _expect(isinstance(seed, int) and not isinstance(seed, bool), path, f"'seed' is not an integer (got {seed!r})")
+    settings = results.get("settings") or ""
+    _expect(isinstance(settings, str), path, f"'settings' is not a string (got {settings!r})")
+    methods = results.get("methods")
+    _expect(isinstance(methods, dict), path, "'methods' is missing or not an object: not a warpgrad results file")
+    _expect(len(methods) > 0, path, "'methods' is empty")
+    for name, entry in methods.items():
+        _check_entry(path, name, entry)
+    entries = list(methods.values())
+    metric = results.get("metric") or next((e["metric"] for e in entries if isinstance(e.get("metric"), str)), None)
+    lower = results.get("lower_is_better")
+    lower = lower if lower is not None else next((e.get("lower_is_better") for e in entries), None)
+    _expect(isinstance(metric, str), path, "'metric' is missing or not a string")
+    _expect(isinstance(lower, bool), path, f"'lower_is_better' is missing or not true/false (got {lower!r})")
+    return Run(path, results["experiment"], results["profile"], settings, seed, metric, lower, methods)
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """The runs in ``paths``: ``results.json`` files, or directories holding one or holding some below.
+
+    Raises UsageError for a path without results files, FileFormatError for a malformed one.
+    """
+    files: dict[Path, Path] = {}  # each file once, though several paths hold it
+    for path in paths:
+        for file in _results_files(Path(path)):
+            files.setdefault(file.resolve(), file)
+    return [read_run(file) for file in files.values()]
+
+
+def group_runs(runs: Sequence[Run]) -> list[list[Run]]:
+    """Runs grouped by (experiment, profile, settings), in order of first appearance, each sorted by seed.
+
+    Raises UsageError for two runs of a group with the same seed or with different metrics.
+    """
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for run in runs:
+        group = groups.setdefault((run.experiment, run.profile, run.settings), [])
+        for other in group:
+            if other.seed == run.seed:
+                raise UsageError(_one_line(f"{other.path} and {run.path} are both seed {run.seed} of the same run"))
+            if (other.metric, other.lower_is_better) != (run.metric, run.lower_is_better):
+                raise UsageError(_one_line(f"{other.path} and {run.path} record different metrics for the same run"))
+        group.append(run)
+    return [sorted(group, key=lambda run: run.seed) for group in groups.values()]
+
+
+# ------------------------------------------------------------------------------ summaries
+
+
+def _paired(values: list[float], reference: list[float]) -> tuple[float | None, float | None]:
+    """The paired difference ``values - reference``; None where the two do not pair."""
+    if not values or len(values) != len(reference):
+        return None, None
+    return paired_t_interval(values, reference)
+
+
+def _extra(entries: list[dict[str, Any]], key: str, over_seeds: bool) -> tuple[float, float | None] | None:
+    """The extra metric ``key`` of a method's entries (one per seed) as mean and half-width; None if absent."""
+    values = [e["extra"][key] for e in entries if e.get("extra", {}).get(key, {}).get("mean") is not None]
+    if not values:
+        return None
+    if over_seeds:
+        return t_interval([value["mean"] for value in values])
+    return t_interval(values[0]["per_task"]) if "per_task" in values[0] else (float(values[0]["mean"]), None)
+
+
+def _row(name: str, entries: dict[int, dict[str, Any]], over_seeds: bool) -> Row:
+    """A method's row without the difference and extra columns; ``entries`` maps seed to results entry."""
+    if over_seeds:
+        mean, ci95 = t_interval([float(entry["mean"]) for entry in entries.values()])
+    else:
+        mean, ci95 = t_interval(next(iter(entries.values()))["per_task"])
+    times = [float(entry["wall_time_s"]) for entry in entries.values() if entry.get("wall_time_s") is not None]
+    n_tasks = [len(entry["per_task"]) for entry in entries.values()]
+    return Row(name, len(entries), n_tasks, mean, ci95, wall_time_s=sum(times) / len(times) if times else None)
+
+
+def _selected(group: Sequence[Run], methods: Sequence[str] | None, against: str | None) -> list[str]:
+    """The methods to show, in order of first appearance; UsageError for an unknown method or reference."""
+    present = list(dict.fromkeys(name for run in group for name in run.methods))
+    if methods is not None:
+        unknown = [name for name in methods if name not in present]
+        if unknown:
+            raise UsageError(f"--method {','.join(unknown)}: not in these results; they hold {', '.join(present)}")
+        present = [name for name in present if name in methods]
+        if not present:
+            raise UsageError("--method: no methods selected")
+    if against is not None and against not in present:
+        raise UsageError(f"--against {against}: not among the methods shown ({', '.join(present)})")
+    return present
+
+
+def summarize(group: Sequence[Run], methods: Sequence[str] | None = None, against: str | None = None) -> Table:
+    """A table of ``group``, runs of one experiment, profile and settings, one per seed (see :func:`group_runs`).
+
+    ``methods`` selects the methods shown (default: all; in order of first appearance); ``against`` is the
+    reference of the difference column (default: the best method by mean).
+
+    Raises:
+        UsageError: for a method or reference that is not in the runs.
+    """
+    if not group:
+        raise UsageError("summarize needs at least one run")
+    names = _selected(group, methods, against)
+    first, over_seeds = group[0], len(group) > 1
+    per_method = {name: {run.seed: run.methods[name] for run in group if name in run.methods} for name in names}
+    rows = [_row(name, per_method[name], over_seeds) for name in names]
+    best = (min if first.lower_is_better else max)(rows, key=lambda row: row.mean)
+    reference = against if against is not None else best.method
+    extra_keys = list(dict.fromkeys(k for name in names for e in per_method[name].values() for k in e.get("extra", {})))
+    for row in rows:
+        entries, reference_entries = per_method[row.method], per_method[reference]
+        row.extras = {key: _extra(list(entries.values()), key, over_seeds) for key in extra_keys}
+        row.is_reference = row.method == reference
+        if row.is_reference:
+            continue
+        common = [seed for seed in entries if seed in reference_entries]
+        if over_seeds:
+            values = [float(entries[seed]["mean"]) for seed in common]
+            row.diff, row.diff_ci95 = _paired(values, [float(reference_entries[seed]["mean"]) for seed in common])
+        elif common:
+            row.diff, row.diff_ci95 = _paired(entries[common[0]]["per_task"], reference_entries[common[0]]["per_task"])
+    run_fields = (first.experiment, first.profile, first.settings, [run.seed for run in group], first.metric)
+    return Table(*run_fields, first.lower_is_better, "seeds" if over_seeds else "tasks", reference, extra_keys, rows)
+
+
+# ------------------------------------------------------------------------------ formats
+
+
+def _format_diff(row: Row) -> str:
+    if row.is_reference or row.diff is None:
+        return REFERENCE_MARK if row.is_reference else "-"
+    return f"{row.diff:+.4g}" if row.diff_ci95 is None else f"{row.diff:+.4g} ± {row.diff_ci95:.2g}"
+
+
+def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
+    """Header and rows as display strings (text, Markdown and LaTeX)."""
+    header = ["method", f"{table.metric}", f"diff vs {table.reference}", *table.extra_keys, "tasks", "seeds", "time"]
+    rows = []
+    for row in table.rows:
+        extras = [_format_value(*(row.extras[key] or (None, None))) for key in table.extra_keys]
+        mean, diff, time = _format_value(row.mean, row.ci95), _format_diff(row), _format_time(row.wall_time_s)
+        rows.append([row.method, mean, diff, *extras, row.tasks_label, str(row.n_seeds), time])
+    return header, rows
+
+
+def _text(table: Table) -> str:
+    header, rows = _cells(table)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    aligned = [[cells[0].ljust(widths[0]), *map(str.rjust, cells[1:], widths[1:])] for cells in [header, *rows]]
+    head, *body = ["  ".join(cells) for cells in aligned]  # first column left-aligned, the others right-aligned
+    return "\n".join([table.title, head, "-" * len(head), *body])
+
+
+def _markdown(table: Table) -> str:
+    header, rows = _cells(table)
+    head, *body = ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in [header, *rows]]
+    rule = "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"
+    return "\n".join([f"**{table.title}**", "", head, rule, *body])
+
+
+_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SPECIAL |= {"\\": r"\textbackslash{}", "±": r"$\pm$", "—": "---", "–": "--"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def _latex(table: Table) -> str:
+    header, rows = _cells(table)
+    head, *body = [" & ".join(_latex_escape(cell) for cell in cells) + r" \\" for cells in [header, *rows]]
+    begin = r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}"
+    lines = [f"% {table.title}", begin, r"\toprule", head, r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _csv(table: Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    extras = [column for key in table.extra_keys for column in (key, f"{key}_ci95")]
+    writer.writerow(["method", "mean", "ci95", "diff", "diff_ci95", *extras, "n_tasks", "n_seeds", "wall_time_s"])
+    for row in table.rows:
+        extras = [_number(v) for key in table.extra_keys for v in (row.extras[key] or (None, None))]
+        diff = ("", "") if row.is_reference else (_number(row.diff), _number(row.diff_ci95))
+        numbers = [_number(row.mean), _number(row.ci95), *diff, *extras]
+        writer.writerow([row.method, *numbers, row.tasks_label, row.n_seeds, _number(row.wall_time_s)])
+    return buffer.getvalue().rstrip("\n")
+
+
+_WRITERS = {"text": _text, "md": _markdown, "latex": _latex, "csv": _csv}
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in _WRITERS:
+        raise UsageError(f"--format {fmt}: unknown; use one of {', '.join(FORMATS)}")
+
+
+def format_report(tables: Sequence[Table], fmt: str = "text") -> str:
+    """The tables in ``fmt`` (one of :data:`FORMATS`, else UsageError), separated by blank lines, no final newline."""
+    _check_format(fmt)
+    return "\n\n".join(_WRITERS[fmt](table) for table in tables)
+
+
+def report_text(
+    paths: Sequence[str | Path], fmt: str = "text", methods: MethodNames = None, against: str | None = None
+) -> str:
+    """The report on the runs in ``paths`` (see :func:`load_runs`): a table per group of runs, in format ``fmt``.
+
+    ``methods`` (a list, or names separated by commas) selects methods, leaving out groups with none
+    of them; ``against`` names the reference method of the difference column.
+
+    Raises:
+        UsageError: for a bad format, path, method or reference; FileFormatError for a bad file.
+    """
+    _check_format(fmt)
+    if isinstance(methods, str):
+        methods = [name.strip() for name in methods.split(",") if name.strip()]
+        if not methods:
+            raise UsageError("--method: give method names separated by commas")
+    runs = load_runs(paths)
+    if methods is not None:
+        _selected(runs, methods, None)  # every name is in some run
+    tables = []
+    for group in group_runs(runs):
+        names = None if methods is None else [name for name in methods if any(name in run.methods for run in group)]
+        if names != []:  # a group without any of the methods asked for is left out
+            tables.append(summarize(group, names, against))
+    return format_report(tables, fmt)

@@ -1,0 +1,26 @@
+"""The errors warpgrad raises on purpose, and what the command line makes of them.
+
+- :class:`UsageError` (a ``ValueError``): the user's input is wrong: an unknown name, a value
+  out of range, a path that cannot be an output directory. ``warpgrad`` exits with 2.
+- :class:`FileFormatError` (a ``UsageError``): a checkpoint or results file is corrupted,
+  truncated, incomplete, or belongs to another run. Exit 2.
+- :class:`TrainingDiverged` (an ``ArithmeticError``): a non-finite value in training or
+  evaluation. Exit 1; the last checkpoint holds the state before it.
+
+Any other exception is a bug: the command line prints one line saying so and where it wrote
+the traceback, and exits with 1.
+"""
+
+from __future__ import annotations
+
+
+class UsageError(ValueError):
+    """Bad input from the user (a name, a value, a path); the message names it and what is allowed."""
+
+
+class FileFormatError(UsageError):
+    """A checkpoint or results file that cannot be used; the message names the file and what is wrong."""
+
+
+class TrainingDiverged(ArithmeticError):
+    """A non-finite value in meta-training or evaluation; the message names the method, step and value."""
