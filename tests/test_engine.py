@@ -372,7 +372,12 @@ def test_results_json_values_csv_and_plot(tmp_path):
 
     png = (tmp_path / "learning_curves.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".warpgrad.lock", "fake", "learning_curves.png", "results.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".warpgrad.lock",
+        "fake",
+        "learning_curves.png",
+        "results.json",
+    ]
 
 
 def test_runs_of_some_methods_merge_into_results(tmp_path):

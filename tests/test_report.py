@@ -281,7 +281,7 @@ MALFORMED |= {
     "experiment missing": (results_with(experiment=None), "'experiment' is missing"),
     "methods not an object": (results_with(methods=[1]), "'methods' is missing or not an object"),
     "no lower_is_better": (results_with(lower_is_better="yes"), "'lower_is_better'"),
-    "bad extra": (results_with(extra={"forgetting": 3}), "methods.maml.extra.forgetting"),
+    "bad extra": (results_with(extra={"forgetting": {"mean": "high"}}), "methods.maml.extra.forgetting"),
 }
 
 

@@ -13,6 +13,8 @@ the traceback, and exits with 1.
 
 from __future__ import annotations
 
+import re
+
 
 class UsageError(ValueError):
     """Bad input from the user (a name, a value, a path); the message names it and what is allowed."""
@@ -24,3 +26,11 @@ class FileFormatError(UsageError):
 
 class TrainingDiverged(ArithmeticError):
     """A non-finite value in meta-training or evaluation; the message names the method, step and value."""
+
+
+def one_line(text: str) -> str:
+    """``text`` for a one-line message: terminal escape sequences and control characters removed,
+    whitespace collapsed."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", str(text))
+    text = re.sub(r"[\x00-\x1f\x7f]", " ", text)
+    return " ".join(text.split())

@@ -40,7 +40,7 @@ from typing import IO, Any, Callable, Iterator
 
 import torch
 
-from warpgrad.errors import FileFormatError
+from warpgrad.errors import FileFormatError, one_line
 
 CONFIG_FIELDS = ("experiment", "method", "profile", "seed", "settings")
 
@@ -140,17 +140,11 @@ def load_checkpoint(path: str | os.PathLike, keys: tuple[str, ...] = CHECKPOINT_
     try:
         checkpoint = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - a file with a valid digest that torch cannot read
-        raise FileFormatError(f"cannot read checkpoint {path}: {_first_line(error)}") from None
+        raise FileFormatError(f"cannot read checkpoint {path}: {one_line(error)[:300]}") from None
     missing = [k for k in keys if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
         raise FileFormatError(f"{path} is not a complete warpgrad checkpoint (no {', '.join(map(repr, missing))})")
     return checkpoint
-
-
-def _first_line(error: BaseException) -> str:
-    """An exception's message as one line without terminal colour codes."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-    return (text.splitlines() or [type(error).__name__])[0][:300]
 
 
 _TEMP_FILE = re.compile(r"\..+\.([0-9]+)\.[^.]+\.tmp")

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from warpgrad.engine.results import RESULTS_FILE, _format_time, _format_value
+from warpgrad.engine.results import RESULTS_FILE, _format_time, _format_value, read_results
 from warpgrad.engine.stats import paired_t_interval, t_interval
-from warpgrad.errors import FileFormatError, UsageError
+from warpgrad.errors import FileFormatError, UsageError, one_line
 
 FORMATS = ("text", "md", "latex", "csv")
 REFERENCE_MARK = "—"
@@ -85,99 +82,48 @@ class Table:
         direction = "lower" if self.lower_is_better else "higher"
         run = f"{self.experiment} ({self.profile} profile{settings}, {seeds})"
         over = f"mean ± 95% CI (Student's t, over {self.over})"
-        return _one_line(f"{run}: test {self.metric} ({direction} is better), {over}")
+        return one_line(f"{run}: test {self.metric} ({direction} is better), {over}")
 
 
 # ------------------------------------------------------------------------------ loading
 
 
-def _one_line(text: str) -> str:
-    """``text`` without terminal escape sequences or control characters, whitespace collapsed."""
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", text)
-    text = re.sub(r"[\x00-\x1f\x7f]", " ", text)
-    return " ".join(text.split())
-
-
-def _bad(path: Path, problem: str) -> FileFormatError:
-    return FileFormatError(_one_line(f"{path}: {problem}"))
-
-
-def _expect(condition: bool, path: Path, problem: str) -> None:
-    if not condition:
-        raise _bad(path, problem)
-
-
 def _results_files(path: Path) -> list[Path]:
     if not path.exists():
-        raise UsageError(_one_line(f"{path}: no such file or directory (expected a {RESULTS_FILE} or a directory)"))
+        raise UsageError(one_line(f"{path}: no such file or directory (expected a {RESULTS_FILE} or a directory)"))
     if not path.is_dir() or (path / RESULTS_FILE).exists():
         return [path if not path.is_dir() else path / RESULTS_FILE]
     found = sorted(path.rglob(RESULTS_FILE))
     if not found:
-        raise UsageError(_one_line(f"{path}: no {RESULTS_FILE} in this directory or below it"))
+        raise UsageError(one_line(f"{path}: no {RESULTS_FILE} in this directory or below it"))
     return found
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_numbers(path: Path, where: str, values: Any) -> None:
-    """A non-empty list of finite numbers, or FileFormatError."""
-    _expect(isinstance(values, list), path, f"{where} is not a list (got {type(values).__name__})")
-    _expect(len(values) > 0, path, f"{where} is empty")
-    for index, value in enumerate(values):
-        _expect(_is_number(value), path, f"{where}[{index}] is not a finite number (got {value!r})")
-
-
-def _check_entry(path: Path, name: str, entry: Any) -> None:
-    """A method's results entry: a finite ``mean``, ``per_task`` numbers, optional time and extras."""
-    where = f"methods.{name}"
-    _expect(isinstance(entry, dict), path, f"{where} is not an object")
-    _expect(_is_number(entry.get("mean")), path, f"{where}.mean is not a finite number (got {entry.get('mean')!r})")
-    _expect("per_task" in entry, path, f"{where}.per_task is missing")
-    _check_numbers(path, f"{where}.per_task", entry["per_task"])
-    time = entry.get("wall_time_s")
-    _expect(time is None or _is_number(time), path, f"{where}.wall_time_s is not a finite number (got {time!r})")
-    extra = entry.get("extra", {})
-    _expect(isinstance(extra, dict), path, f"{where}.extra is not an object")
-    for key, value in extra.items():
-        numeric = isinstance(value, dict) and (value.get("mean") is None or _is_number(value["mean"]))
-        _expect(numeric, path, f"{where}.extra.{key} is not an object with a numeric mean")
-        if "per_task" in value:
-            _check_numbers(path, f"{where}.extra.{key}.per_task", value["per_task"])
 
 
 def read_run(path: str | Path) -> Run:
     """Read and check one results file; FileFormatError (one line, naming the file) for the first problem."""
     path = Path(path)
-    try:
-        results = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as error:
-        raise _bad(path, f"cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise _bad(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except ValueError as error:  # json.JSONDecodeError
-        raise _bad(path, f"invalid JSON: {error}") from None
-    _expect(isinstance(results, dict), path, f"not a JSON object (got {type(results).__name__})")
-    for key in ("experiment", "profile"):
-        _expect(isinstance(results.get(key), str), path, f"'{key}' is missing or not a string")
-    seed = results.get("seed")
-    _expect(isinstance(seed, int) and not isinstance(seed, bool), path, f"'seed' is not an integer (got {seed!r})")
-    settings = results.get("settings") or ""
-    _expect(isinstance(settings, str), path, f"'settings' is not a string (got {settings!r})")
-    methods = results.get("methods")
-    _expect(isinstance(methods, dict), path, "'methods' is missing or not an object: not a warpgrad results file")
-    _expect(len(methods) > 0, path, "'methods' is empty")
-    for name, entry in methods.items():
-        _check_entry(path, name, entry)
+    results = read_results(path)
+    methods = results["methods"]
+    if not methods:
+        raise FileFormatError(f"{path}: 'methods' is empty")
     entries = list(methods.values())
     metric = results.get("metric") or next((e["metric"] for e in entries if isinstance(e.get("metric"), str)), None)
     lower = results.get("lower_is_better")
     lower = lower if lower is not None else next((e.get("lower_is_better") for e in entries), None)
-    _expect(isinstance(metric, str), path, "'metric' is missing or not a string")
-    _expect(isinstance(lower, bool), path, f"'lower_is_better' is missing or not true/false (got {lower!r})")
-    return Run(path, results["experiment"], results["profile"], settings, seed, metric, lower, methods)
+    if not isinstance(metric, str):
+        raise FileFormatError(f"{path}: 'metric' is missing or not a string")
+    if not isinstance(lower, bool):
+        raise FileFormatError(one_line(f"{path}: 'lower_is_better' is missing or not true/false (got {lower!r})"))
+    return Run(
+        path,
+        results["experiment"],
+        results["profile"],
+        results.get("settings") or "",
+        results["seed"],
+        metric,
+        lower,
+        methods,
+    )
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:
@@ -202,9 +148,9 @@ def group_runs(runs: Sequence[Run]) -> list[list[Run]]:
         group = groups.setdefault((run.experiment, run.profile, run.settings), [])
         for other in group:
             if other.seed == run.seed:
-                raise UsageError(_one_line(f"{other.path} and {run.path} are both seed {run.seed} of the same run"))
+                raise UsageError(one_line(f"{other.path} and {run.path} are both seed {run.seed} of the same run"))
             if (other.metric, other.lower_is_better) != (run.metric, run.lower_is_better):
-                raise UsageError(_one_line(f"{other.path} and {run.path} record different metrics for the same run"))
+                raise UsageError(one_line(f"{other.path} and {run.path} record different metrics for the same run"))
         group.append(run)
     return [sorted(group, key=lambda run: run.seed) for group in groups.values()]
 
@@ -272,7 +218,15 @@ def summarize(group: Sequence[Run], methods: Sequence[str] | None = None, agains
     rows = [_row(name, per_method[name], over_seeds) for name in names]
     best = (min if first.lower_is_better else max)(rows, key=lambda row: row.mean)
     reference = against if against is not None else best.method
-    extra_keys = list(dict.fromkeys(k for name in names for e in per_method[name].values() for k in e.get("extra", {})))
+    extra_keys = list(
+        dict.fromkeys(
+            key
+            for name in names
+            for entry in per_method[name].values()
+            for key, value in entry.get("extra", {}).items()
+            if isinstance(value, dict) and "mean" in value
+        )
+    )
     for row in rows:
         entries, reference_entries = per_method[row.method], per_method[reference]
         row.extras = {key: _extra(list(entries.values()), key, over_seeds) for key in extra_keys}

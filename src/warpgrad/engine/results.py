@@ -28,7 +28,7 @@ import torch
 
 from warpgrad.engine.checkpoint import atomic_write_text, locked
 from warpgrad.engine.stats import t_interval
-from warpgrad.errors import FileFormatError, TrainingDiverged, UsageError
+from warpgrad.errors import FileFormatError, TrainingDiverged, UsageError, one_line
 
 RESULTS_FILE = "results.json"
 RUN_FIELDS = ("experiment", "profile", "seed", "settings")
@@ -56,48 +56,80 @@ def mean_ci95_entry(values: Sequence[float] | torch.Tensor) -> dict[str, Any]:
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The results in ``path``, or None if there is no such file.
+    """The results in ``path``, or None if there is no such file (see :func:`read_results`)."""
+    path = Path(path)
+    return read_results(path) if path.exists() else None
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a results file.
 
     Raises:
-        FileFormatError: one line naming the file, if it exists but is not a readable, complete
-            warpgrad results file.
+        FileFormatError: one line naming the file and its first problem: unreadable, not UTF-8,
+            invalid JSON, or not a complete results file (run fields, and per method a finite
+            ``mean``, finite ``per_task`` values, a finite time, statistics under ``extra``).
     """
     path = Path(path)
-    if not path.exists():
-        return None
     try:
         results = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as error:
-        raise FileFormatError(f"cannot read {path}: {error.strerror or type(error).__name__}") from None
-    except UnicodeDecodeError:
-        raise FileFormatError(f"{path} is not a warpgrad results file (not UTF-8 text)") from None
-    except ValueError as error:
-        raise FileFormatError(f"{path} is not valid JSON ({' '.join(str(error).split())})") from None
-    problem = _results_problem(results)
-    if problem is not None:
-        raise FileFormatError(f"{path} is not a complete warpgrad results file: {problem}")
+        raise _bad(path, f"cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise _bad(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except ValueError as error:  # json.JSONDecodeError
+        raise _bad(path, f"invalid JSON: {error}") from None
+    _expect(isinstance(results, dict), path, f"not a JSON object (got {type(results).__name__})")
+    for key in ("experiment", "profile"):
+        _expect(isinstance(results.get(key), str), path, f"'{key}' is missing or not a string")
+    seed = results.get("seed")
+    _expect(isinstance(seed, int) and not isinstance(seed, bool), path, f"'seed' is not an integer (got {seed!r})")
+    settings = results.get("settings") or ""
+    _expect(isinstance(settings, str), path, f"'settings' is not a string (got {settings!r})")
+    methods = results.get("methods")
+    _expect(isinstance(methods, dict), path, "'methods' is missing or not an object: not a warpgrad results file")
+    for name, entry in methods.items():
+        _check_entry(path, name, entry)
     return results
 
 
-def _results_problem(results: Any) -> str | None:
-    """What makes ``results`` unusable as a results file, or None."""
-    if not isinstance(results, dict):
-        return "not a JSON object"
-    for name, kind in (("experiment", str), ("profile", str), ("seed", int), ("methods", dict)):
-        if not isinstance(results.get(name), kind) or isinstance(results.get(name), bool):
-            return f"{name!r} missing or not a {kind.__name__}"
-    for method, entry in results["methods"].items():
-        if not isinstance(entry, dict):
-            return f"the entry of {method!r} is not an object"
-        mean = entry.get("mean")
-        if isinstance(mean, bool) or not isinstance(mean, (int, float)) or not math.isfinite(mean):
-            return f"{method!r} has no finite 'mean'"
-        per_task = entry.get("per_task")
-        if not isinstance(per_task, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in per_task
-        ):
-            return f"{method!r} has no list of finite 'per_task' values"
-    return None
+def _bad(path: Path, problem: str) -> FileFormatError:
+    return FileFormatError(one_line(f"{path}: {problem}"))
+
+
+def _expect(condition: bool, path: Path, problem: str) -> None:
+    if not condition:
+        raise _bad(path, problem)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_numbers(path: Path, where: str, values: Any) -> None:
+    """A non-empty list of finite numbers, or FileFormatError."""
+    _expect(isinstance(values, list), path, f"{where} is not a list (got {type(values).__name__})")
+    _expect(len(values) > 0, path, f"{where} is empty")
+    for index, value in enumerate(values):
+        _expect(_is_number(value), path, f"{where}[{index}] is not a finite number (got {value!r})")
+
+
+def _check_entry(path: Path, name: str, entry: Any) -> None:
+    """A method's results entry: a finite ``mean``, ``per_task`` numbers, optional time and extras."""
+    where = f"methods.{name}"
+    _expect(isinstance(entry, dict), path, f"{where} is not an object")
+    _expect(_is_number(entry.get("mean")), path, f"{where}.mean is not a finite number (got {entry.get('mean')!r})")
+    _expect("per_task" in entry, path, f"{where}.per_task is missing")
+    _check_numbers(path, f"{where}.per_task", entry["per_task"])
+    time = entry.get("wall_time_s")
+    _expect(time is None or _is_number(time), path, f"{where}.wall_time_s is not a finite number (got {time!r})")
+    extra = entry.get("extra", {})
+    _expect(isinstance(extra, dict), path, f"{where}.extra is not an object")
+    for key, value in extra.items():
+        if not (isinstance(value, dict) and "mean" in value):
+            continue  # a record (a tuning grid, meta-training details), not a statistic
+        _expect(value["mean"] is None or _is_number(value["mean"]), path, f"{where}.extra.{key}.mean is not a number")
+        if "per_task" in value:
+            _check_numbers(path, f"{where}.extra.{key}.per_task", value["per_task"])
 
 
 def check_compatible(results: dict[str, Any] | None, run: dict[str, Any], path: str | os.PathLike) -> None:
@@ -204,7 +236,6 @@ class ResultsRecord:
             self.results = merge_results(existing, self.info, entries)
             write_results(self.path, self.results)
         return self.results
-
 
     def remove(self, methods: Iterable[str]) -> None:
         """Drop ``methods``' entries from the file (a run started again with ``overwrite``)."""
