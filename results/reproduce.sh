@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Re-runs every published table into results/NAME (one seed each), on this machine. Each table in
+# README.md and docs/ is printed by `warpgrad report --format md results/NAME` from the
+# results.json committed here (see results/README.md); a test checks that they agree.
+#   bash results/reproduce.sh            all of them (about 40 minutes on 2 CPU cores)
+#   bash results/reproduce.sh sine-quick one of them
+# Then regenerate the tables: .venv/bin/python -m warpgrad.engine.docs_tables README.md docs/*.md
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+W=${WARPGRAD:-.venv/bin/warpgrad}
+
+run() {  # NAME ARGS...: one table's run, replacing what results/NAME held
+    local name=$1
+    shift
+    if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then return; fi
+    echo "== $name: warpgrad run $*" >&2
+    "$W" run "$@" --out "results/$name" --overwrite --no-progress
+}
+
+ONLY="$*"
+run kanji-multishot-quick kanji-multishot --method warpgrad,leap,baseline --profile quick
+run kanji-fewshot-quick kanji-fewshot --method maml,warpgrad,baseline --profile quick
+run sine-quick sine --method maml,fomaml,metasgd,reptile,leap,tnets,finetune,warpgrad,baseline --profile quick
+run sine-continual-quick sine-continual --method baseline,warpgrad --profile quick
+run kanji-sequential-quick kanji-sequential --method oml,anml,sgd,pretrain --profile quick
+run digits-permuted-quick digits-permuted --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick
+run fmnist-permuted-quick fmnist-permuted --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick
+run fmnist-split-task-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick
+run fmnist-split-class-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick \
+    --set scenario=class --set ewc_lambda=10
