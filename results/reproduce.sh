@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 W=${WARPGRAD:-.venv/bin/warpgrad}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's code, even with another editable install
 
 run() {  # NAME ARGS...: one table's run, replacing what results/NAME held
     local name=$1
