@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import re
 
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a run failed (non-finite values, the machine refused, a bug)
+EXIT_USAGE = 2  # the user's input: a bad value, path or file
+EXIT_INTERRUPTED = 130
+
 
 class UsageError(ValueError):
     """Bad input from the user (a name, a value, a path); the message names it and what is allowed."""

@@ -1,0 +1,223 @@
+"""``warpgrad run``: one seed or several, here, in ``--nproc`` processes or as a stream experiment."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from warpgrad.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+
+
+def seed_argument(text: str) -> int:
+    """``--seed``'s value: an integer in 0..2**32 - 1."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed {text!r} is not an integer") from None
+    if not 0 <= seed < 2**32:
+        raise argparse.ArgumentTypeError(f"seed {text!r} is outside 0..{2**32 - 1}")
+    return seed
+
+
+def seed_list_argument(text: str) -> list[int]:
+    """``0-4``, ``0,3,7`` or both (``0-2,7``) as a list of distinct seeds in order."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        low = seed_argument(first)
+        high = seed_argument(last) if dash else low
+        if high < low or high - low >= 1000:
+            raise argparse.ArgumentTypeError(f"seed range {part.strip()!r} must go up, by at most 1000 seeds")
+        seeds.extend(s for s in range(low, high + 1) if s not in seeds)
+    return seeds
+
+
+def _run_arguments(args: argparse.Namespace, methods: list[str], out_dir: Path) -> list[str]:
+    """``run`` arguments that repeat this invocation (without ``--resume``/``--stop-after``/``--nproc``)."""
+    return [
+        "run",
+        args.experiment,
+        "--method",
+        ",".join(methods),
+        "--profile",
+        args.profile,
+        "--out",
+        str(out_dir),
+        "--seed",
+        str(args.seed),
+        *(["--log", args.log] if args.log != "none" else []),
+        *[part for key, value in args.settings for part in ("--set", f"{key}={value}")],
+        *(["--device", args.device] if args.device != "cpu" else []),
+        *(["--precision", args.precision] if args.precision != "fp32" else []),
+    ]
+
+
+def _resume_command(args: argparse.Namespace, methods: list[str], out_dir: Path) -> str:
+    processes = args.nproc or int(os.environ.get("WORLD_SIZE", "1"))
+    nproc = ["--nproc", str(processes)] if processes > 1 else []
+    parts = ["warpgrad", *_run_arguments(args, methods, out_dir), *nproc, "--resume"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _launch(args: argparse.Namespace, methods: list[str], out_dir: Path) -> int:
+    """Run this command again as ``args.nproc`` ranks (see :func:`warpgrad.distributed.launch`)."""
+    from warpgrad.distributed import launch
+
+    return launch(
+        [
+            *_run_arguments(args, methods, out_dir),
+            *(["--resume"] if args.resume else []),
+            *(["--overwrite"] if args.overwrite else []),
+            *(["--stop-after", str(args.stop_after)] if args.stop_after is not None else []),
+            *(["--no-progress"] if args.no_progress else []),
+        ],
+        args.nproc,
+    )
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``warpgrad run``: every seed in turn, then (for several) their report."""
+    from warpgrad.engine import default_out_dir
+    from warpgrad.engine.logs import check_logger
+    from warpgrad.engine.loop import resolve_experiment, resolve_methods
+    from warpgrad.engine.outdir import check_out_dir
+
+    experiment = resolve_experiment(args.experiment)
+    settings = dict(args.settings)
+    profile = experiment.resolve(args.profile, settings)  # unknown keys and bad values: exit 2 now
+    methods = resolve_methods(experiment, args.method)
+    check_logger(args.log)
+    seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
+    base = check_out_dir(args.out) if args.out is not None else None
+    if args.seeds is not None and base is None:
+        base = default_out_dir(experiment.name, args.profile).parent
+    outs = {
+        seed: (base / f"seed-{seed}" if args.seeds is not None else base)
+        or default_out_dir(experiment.name, args.profile, seed)
+        for seed in seeds
+    }
+    for seed, out_dir in outs.items():
+        check_out_dir(out_dir)
+        args.seed = seed
+        code = _run_seed(args, experiment, methods, profile, settings, out_dir)
+        if code != EXIT_OK:
+            return code
+    if len(seeds) > 1:
+        from warpgrad.engine.report import report_text
+
+        print(f"\nacross seeds {', '.join(map(str, seeds))}:")
+        print(report_text([str(p) for p in outs.values()], "text"))
+    return EXIT_OK
+
+
+def _run_seed(args: argparse.Namespace, experiment, methods: list[str], profile, settings, out_dir: Path) -> int:
+    """``run`` of one seed into ``out_dir``: here, in ``--nproc`` processes, or as a stream experiment."""
+    import torch
+
+    from warpgrad.distributed import Cluster, launched_by_torchrun, resolve_device
+    from warpgrad.engine.loop import check_seed
+    from warpgrad.experiments import StreamExperiment
+
+    resolve_device(args.device)
+    under_torchrun = launched_by_torchrun()
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
+        if under_torchrun:
+            raise UsageError("--nproc starts the processes itself; under torchrun leave it out")
+    if isinstance(experiment, StreamExperiment):
+        if (args.nproc or 1) > 1 or under_torchrun:
+            raise UsageError(f"{experiment.name} is a stream experiment: it runs in one process (no --nproc/torchrun)")
+        return _run_streams(args, experiment, methods, profile, out_dir)
+    if args.nproc is not None and args.nproc > 1:
+        check_seed(args.seed)
+        if profile.meta_batch < args.nproc:
+            raise UsageError(
+                f"meta_batch = {profile.meta_batch} is smaller than --nproc {args.nproc}; every process needs a task"
+            )
+        if args.device == "cuda" and args.nproc > torch.cuda.device_count():
+            raise UsageError(
+                f"--nproc {args.nproc} with --device cuda needs {args.nproc} GPUs; {torch.cuda.device_count()} visible"
+            )
+        return _launch(args, methods, out_dir)
+    cluster = Cluster.from_environment(args.device)
+    try:
+        return _run_here(args, experiment, methods, settings, out_dir, cluster)
+    finally:
+        cluster.close()
+
+
+def _run_here(
+    args: argparse.Namespace, experiment, methods: list[str], settings: dict[str, str], out_dir: Path, cluster
+) -> int:
+    """``_run`` in this process (one of several ranks, or the only one)."""
+    from warpgrad.engine import PLOT_FILE, RESULTS_FILE, TrainingInterrupted, format_table, run
+
+    resume = _resume_command(args, methods, out_dir)
+    say = print if cluster.is_main else (lambda *a, **k: None)
+    try:
+        results = run(
+            experiment,
+            methods,
+            args.profile,
+            args.seed,
+            out_dir,
+            resume=args.resume,
+            stop_after=args.stop_after,
+            progress=not args.no_progress,
+            settings=settings,
+            cluster=cluster,
+            precision=args.precision,
+            overwrite=args.overwrite,
+            log=args.log,
+            command=args.command_line,
+        )
+    except TrainingInterrupted as stop:
+        say(
+            f"warpgrad: interrupted {stop.method} after meta-step {stop.step} of {stop.total} "
+            f"(checkpoint saved); resume with: {resume}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        say(f"warpgrad: aborted; resume from the last saved checkpoints with: {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if results is None:
+        say(f"stopped after {args.stop_after} meta-steps as asked; resume with: {resume}")
+        return EXIT_OK
+    say(format_table(results))
+    say(f"\nresults: {out_dir / RESULTS_FILE}")
+    say(f"learning curves: {out_dir / PLOT_FILE}")
+    say(f"per-method metrics.csv and checkpoint.pt: {out_dir}/METHOD/")
+    return EXIT_OK
+
+
+def _run_streams(args: argparse.Namespace, experiment, methods: list[str], profile, out_dir: Path) -> int:
+    from warpgrad.engine.loop import check_seed
+
+    runner = importlib.import_module(experiment.runner)
+    if args.resume or args.stop_after is not None:
+        raise UsageError(
+            f"{experiment.name} is a stream experiment (minutes, no checkpoints): --resume and "
+            "--stop-after are not available; run it again instead"
+        )
+    check_seed(args.seed)
+    if args.log != "none":
+        raise UsageError(f"{experiment.name} is a stream experiment: --log {args.log} is not available for it")
+    results = runner.run(
+        experiment,
+        methods,
+        profile,
+        args.seed,
+        out_dir,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        command=args.command_line,
+    )
+    print(runner.table(results))
+    print(f"\n{runner.outputs(out_dir)}")
+    return EXIT_OK
