@@ -162,14 +162,14 @@ def test_fake_resume_is_bit_exact(tmp_path, stops):
 def test_resume_check_can_fail_when_a_generator_is_not_restored(tmp_path, monkeypatch):
     full = train(FAKE, "fake", "smoke", 5, tmp_path / "a", progress=False)
     train(FAKE, "fake", "smoke", 5, tmp_path / "b", stop_after=3, progress=False)
-    restore = loop_module._Run._restore
+    restore = loop_module.TrainingState._restore
 
     def restore_but_lose_step_generator(self, checkpoint):
         state = self.step_generator.get_state()
         restore(self, checkpoint)
         self.step_generator.set_state(state)
 
-    monkeypatch.setattr(loop_module._Run, "_restore", restore_but_lose_step_generator)
+    monkeypatch.setattr(loop_module.TrainingState, "_restore", restore_but_lose_step_generator)
     resumed = train(FAKE, "fake", "smoke", 5, tmp_path / "b", resume=True, progress=False)
     with pytest.raises(AssertionError):
         assert_same_run(tmp_path / "a", tmp_path / "b", "fake", full, resumed)

@@ -71,13 +71,11 @@ from warpgrad.engine.seeding import (
     check_seed,
     spare_core,
 )
+from warpgrad.engine.state import CHECKPOINT_FORMAT, TrainingState, run_config
 from warpgrad.engine.training import (
     CHECKPOINT_FILE,
-    CHECKPOINT_FORMAT,
     METRICS_FILE,
     PLOT_FILE,
-    _config,
-    _Run,
     checkpoint_path,
     initialize_checkpoint,
     load_run_checkpoint,
@@ -99,10 +97,10 @@ __all__ = [
     "TrainingInterrupted",
     "VAL_SEED_OFFSET",
     "_DeferredInterrupt",
-    "_Run",
+    "TrainingState",
     "_TaskPrefetcher",
     "_check_stop_after",
-    "_config",
+    "run_config",
     "_draw_seed",
     "_generator",
     "_sample_tasks",
