@@ -189,7 +189,7 @@ def _run_here(
     if results is None:
         say(f"stopped after {args.stop_after} meta-steps as asked; resume with: {resume}")
         return EXIT_OK
-    say(format_table(results))
+    say(format_table(results, methods))
     say(f"\nresults: {out_dir / RESULTS_FILE}")
     say(f"learning curves: {out_dir / PLOT_FILE}")
     say(f"per-method metrics.csv and checkpoint.pt: {out_dir}/METHOD/")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from warpgrad.engine.results import RESULTS_FILE, _format_time, _format_value, read_results
+from warpgrad.engine.results import RESULTS_FILE, read_results
 from warpgrad.engine.stats import paired_t_interval, t_interval
 from warpgrad.errors import FileFormatError, UsageError, one_line
 
@@ -101,8 +101,11 @@ def _results_files(path: Path) -> list[Path]:
 
 def read_run(path: str | Path) -> Run:
     """Read and check one results file; FileFormatError (one line, naming the file) for the first problem."""
-    path = Path(path)
-    results = read_results(path)
+    return run_from_results(read_results(path), Path(path))
+
+
+def run_from_results(results: dict[str, Any], path: Path) -> Run:
+    """A run from results already read and checked (:func:`~warpgrad.engine.results.read_results`)."""
     methods = results["methods"]
     if not methods:
         raise FileFormatError(f"{path}: 'methods' is empty")
@@ -246,6 +249,26 @@ def summarize(group: Sequence[Run], methods: Sequence[str] | None = None, agains
 # ------------------------------------------------------------------------------ formats
 
 
+def format_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_value(mean: float | None, ci95: float | None) -> str:
+    if mean is None:
+        return "-"
+    if ci95 is None:
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {ci95:.2g}"
+
+
 def _format_diff(row: Row) -> str:
     if row.is_reference or row.diff is None:
         return REFERENCE_MARK if row.is_reference else "-"
@@ -257,8 +280,8 @@ def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
     header = ["method", f"{table.metric}", f"diff vs {table.reference}", *table.extra_keys, "tasks", "seeds", "time"]
     rows = []
     for row in table.rows:
-        extras = [_format_value(*(row.extras[key] or (None, None))) for key in table.extra_keys]
-        mean, diff, time = _format_value(row.mean, row.ci95), _format_diff(row), _format_time(row.wall_time_s)
+        extras = [format_value(*(row.extras[key] or (None, None))) for key in table.extra_keys]
+        mean, diff, time = format_value(row.mean, row.ci95), _format_diff(row), format_time(row.wall_time_s)
         rows.append([row.method, mean, diff, *extras, row.tasks_label, str(row.n_seeds), time])
     return header, rows
 
@@ -350,3 +373,11 @@ def report_text(
         if names != []:  # a group without any of the methods asked for is left out
             tables.append(summarize(group, names, against))
     return format_report(tables, fmt)
+
+
+def format_results(results: dict[str, Any], methods: Sequence[str] | None = None, fmt: str = "text") -> str:
+    """The report of one run's results (what ``results.json`` holds), e.g. as a run prints it."""
+    _check_format(fmt)
+    run = run_from_results(results, Path(RESULTS_FILE))
+    names = None if methods is None else [name for name in methods if name in run.methods]
+    return format_report([summarize([run], names)], fmt)

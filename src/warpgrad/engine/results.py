@@ -306,52 +306,9 @@ def _parse(text: str) -> Any:
 # ------------------------------------------------------------------------------ table
 
 
-def _format_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+def format_table(results: dict[str, Any], methods: Sequence[str] | None = None) -> str:
+    """The comparison table of one run (``methods`` of it; default all) as ``warpgrad report`` prints it:
+    per method the mean ± Student's t 95% interval over tasks and the paired difference to the best."""
+    from warpgrad.engine.report import format_results
 
-
-def _format_value(mean: float | None, ci95: float | None) -> str:
-    if mean is None:
-        return "-"
-    if ci95 is None:
-        return f"{mean:.4g}"
-    return f"{mean:.4g} ± {ci95:.2g}"
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """A plain-text comparison table: method, metric mean ± 95% CI, tasks, steps, time."""
-    methods = results.get("methods", {})
-    metric = results.get("metric") or next((e.get("metric") for e in methods.values()), "metric")
-    direction = {True: " (lower is better)", False: " (higher is better)"}.get(results.get("lower_is_better"), "")
-    header = ["method", f"{metric} (mean ± 95% CI)", "tasks", "steps", "time"]
-    rows = [
-        [
-            name,
-            _format_value(entry.get("mean"), entry.get("ci95")),
-            str(entry.get("n_tasks", "-")),
-            str(entry.get("steps", "-")),
-            _format_time(entry.get("wall_time_s")),
-        ]
-        for name, entry in methods.items()
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
-        return "  ".join([first, *rest])
-
-    title = (
-        f"{results.get('experiment')} ({results.get('profile')} profile, seed {results.get('seed')}): "
-        f"test {metric}{direction}"
-    )
-    rule = "-" * len(line(header))
-    return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
+    return format_results(results, methods)

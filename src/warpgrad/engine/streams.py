@@ -151,18 +151,12 @@ def outputs(out_dir: str | Path) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    """The comparison table, with forgetting next to average accuracy (titled "validation" for runs
-    evaluated on held-out training images, ``--set validation=FRACTION``)."""
+    """The comparison table, forgetting and the other stream metrics beside average accuracy (titled
+    "validation" for runs evaluated on held-out training images, ``--set validation=FRACTION``)."""
     text = format_table(results)
     held_out = re.search(r"(?:^|,)validation=([^,]+)", results.get("settings") or "")
     if held_out and float(held_out.group(1)) > 0:
         title, rest = text.split("\n", 1)
         title = title.replace(": test ", f": validation ({held_out.group(1)} of the training images) ", 1)
         text = f"{title}\n{rest}"
-    lines = [text, "", "forgetting (mean ± 95% CI over runs):"]
-    for name, entry in results["methods"].items():
-        f = entry.get("extra", {}).get("forgetting")
-        if f:
-            ci = "n/a" if f["ci95"] is None else f"{f['ci95']:.3g}"
-            lines.append(f"  {name:12s} {f['mean']:.4f} ± {ci}")
-    return "\n".join(lines)
+    return text
