@@ -3,6 +3,7 @@
 # .venv skips the installs while pyproject.toml and WARPGRAD_TORCH are unchanged.
 #
 #   make run    the main job: baseline vs WarpGrad on KanjiVG multi-shot (quick profile, offline) -> runs/kanji-multishot
+#               (a second `make run` replaces the first: --overwrite)
 #   make test   the test suite
 #
 # WARPGRAD_TORCH picks the torch requirement, e.g. WARPGRAD_TORCH="torch==2.5.1" make test.
@@ -18,7 +19,7 @@ TORCH_SPEC := $(VENV)/.warpgrad-torch
 .PHONY: run test setup FORCE
 
 run: $(STAMP)
-	$(BIN)/warpgrad run kanji-multishot --method baseline,warpgrad --profile quick --out runs/kanji-multishot
+	$(BIN)/warpgrad run kanji-multishot --method baseline,warpgrad --profile quick --out runs/kanji-multishot --overwrite
 
 # pytest's own exit code fails the target, including 5 (no tests collected)
 test: $(STAMP)

@@ -84,7 +84,8 @@ def run_command(args: argparse.Namespace) -> int:
     from warpgrad.engine import default_out_dir
     from warpgrad.engine.logs import check_logger
     from warpgrad.engine.loop import resolve_experiment, resolve_methods
-    from warpgrad.engine.outdir import check_out_dir
+    from warpgrad.engine.outdir import check_not_existing, check_out_dir
+    from warpgrad.engine.results import RESULTS_FILE, load_results
 
     experiment = resolve_experiment(args.experiment)
     settings = dict(args.settings)
@@ -100,17 +101,20 @@ def run_command(args: argparse.Namespace) -> int:
         or default_out_dir(experiment.name, args.profile, seed)
         for seed in seeds
     }
-    for seed, out_dir in outs.items():
+    for out_dir in outs.values():  # every seed's directory checked before the first seed starts
         check_out_dir(out_dir)
+        if not (args.resume or args.overwrite):
+            check_not_existing(out_dir, methods, load_results(out_dir / RESULTS_FILE))
+    for seed, out_dir in outs.items():
         args.seed = seed
         code = _run_seed(args, experiment, methods, profile, settings, out_dir)
         if code != EXIT_OK:
             return code
-    if len(seeds) > 1:
+    if len(seeds) > 1 and args.stop_after is None:
         from warpgrad.engine.report import report_text
 
         print(f"\nacross seeds {', '.join(map(str, seeds))}:")
-        print(report_text([str(p) for p in outs.values()], "text"))
+        print(report_text([str(p) for p in outs.values()], "text", methods))
     return EXIT_OK
 
 
