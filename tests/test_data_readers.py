@@ -30,7 +30,7 @@ def md5(path: Path) -> str:
 
 def no_temporaries(directory: Path) -> list[str]:
     """Names in ``directory`` that look like leftovers of a download or an extraction."""
-    return [p.name for p in directory.iterdir() if ".part" in p.name or ".partial-" in p.name]
+    return [p.name for p in directory.iterdir() if p.name.endswith(".tmp") or ".partial-" in p.name]
 
 
 OMNIGLOT_LAYOUT = {

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from warpgrad.errors import UsageError
+from warpgrad.files import atomic_write, process_alive, remove_stale_temp_files
 
 COMPLETE_MARKER = ".warpgrad-complete"
 _CHUNK = 1 << 20
@@ -126,7 +127,8 @@ def download(
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    remove_stale_temp_files(dest.parent)  # downloads of killed processes
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
         try:
@@ -167,19 +169,9 @@ def _clean_partials(target: Path) -> None:
         if not leftover.name.startswith(prefix):
             continue
         pid = leftover.name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
             continue  # another process on this machine is extracting right now
         shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def extract_zip(zip_path: str | os.PathLike, target_dir: str | os.PathLike, strip_prefix: str = "") -> Path:
@@ -256,23 +248,9 @@ def _extract_members(archive: zipfile.ZipFile, zip_path: Path, out: Path, strip_
 
 
 def save_tensors(path: str | os.PathLike, obj: dict[str, Any]) -> None:
-    """Save a dict of tensors, strings, numbers and lists atomically with :func:`torch.save`.
-
-    The data goes to a temporary file in the same directory, is ``fsync``-ed, then replaces
-    ``path``; on any error the temporary file is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Save a dict of tensors, strings, numbers and lists atomically with :func:`torch.save`
+    (:func:`warpgrad.files.atomic_write`: on any error ``path`` is untouched)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, Any] | None:
