@@ -71,7 +71,11 @@ def test_run_stop_resume_and_mismatch(capsys, tmp_path):
     assert main([*base, "--out", str(tmp_path / "full")]) == 0
     out, err = _stderr_lines(capsys)
     assert err == []
-    assert "baseline" in out and "mean ± 95% CI (Student's t, over tasks)" in out and str(tmp_path / "full" / "results.json") in out
+    assert (
+        "baseline" in out
+        and "mean ± 95% CI (Student's t, over tasks)" in out
+        and str(tmp_path / "full" / "results.json") in out
+    )
     full = json.loads((tmp_path / "full" / "results.json").read_text())
 
     assert main([*base, "--out", str(tmp_path / "b"), "--stop-after", "1"]) == 0

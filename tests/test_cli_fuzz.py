@@ -208,11 +208,6 @@ def test_fuzz_several_settings(pairs):
         assert (code == 2) == (2 in alone), (arguments, alone, err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`--set -x=1` (a setting that starts with '-') is taken by argparse for an option: the error "
-    "'argument --set: expected one argument' names neither the key nor the value",
-)
 def test_set_value_starting_with_a_dash_is_named():
     code, _, err = _call(["show", "sine", "--profile", "smoke", "--set", "-x=1"])
     assert code == 2 and len(err) == 1

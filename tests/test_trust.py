@@ -575,11 +575,6 @@ def test_setup_failure_leaves_no_output_directory(tmp_path, monkeypatch, error, 
     assert list(parent.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="removed_on_failure removes only --out itself: the missing parent directories that the first "
-    "method's step-0 checkpoint write created (--out NEW/run) stay behind, empty",
-)
 def test_setup_failure_leaves_no_parent_directory(tmp_path, monkeypatch):
     _data_fails_after(monkeypatch, 1, UsageError("no data here"))  # baseline's step-0 checkpoint is written first
     code, _, err = _call([*BASE, "--method", "baseline,maml", "--out", tmp_path / "new" / "run"])

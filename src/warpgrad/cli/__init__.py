@@ -251,16 +251,50 @@ def _report_bug(error: BaseException) -> int:
     return _fail(f"internal error ({summary}); this is a bug in warpgrad, please report it; {where}", EXIT_FAILURE)
 
 
+def _options(parser: argparse.ArgumentParser, with_value: bool) -> set[str]:
+    """Option strings of ``parser`` and its subcommands (only those taking one value: ``with_value``)."""
+    options: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                options |= _options(sub, with_value)
+        elif action.option_strings and (action.nargs is None or not with_value):
+            options.update(action.option_strings)
+    return options
+
+
+def _values_starting_with_a_dash(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``--set -x=1`` as ``--set=-x=1``: argparse would take ``-x=1`` for an option and name neither.
+    A known option after a value option (``--out --resume``) stays an option (and a missing value)."""
+    takes_value, known = _options(parser, with_value=True), _options(parser, with_value=False)
+    joined, i = [], 0
+    while i < len(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        if (
+            argv[i] in takes_value
+            and following.startswith("-")
+            and len(following) > 1
+            and following.partition("=")[0] not in known
+        ):
+            joined.append(f"{argv[i]}={following}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_values_starting_with_a_dash(argv, parser))
     except _UsageError as error:
         return _fail(str(error))
     except SystemExit as done:  # --help, --version
         return done.code if isinstance(done.code, int) else EXIT_OK
-    args.command_line = command_line(list(sys.argv[1:] if argv is None else argv))
+    args.command_line = command_line(argv)
     debug = os.environ.get("WARPGRAD_DEBUG", "") not in ("", "0")
     try:
         return args.handler(args)

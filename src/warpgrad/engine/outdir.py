@@ -68,9 +68,15 @@ def check_not_existing(out_dir: Path, methods: list[str], results: dict[str, Any
 
 @contextlib.contextmanager
 def removed_on_failure(out_dir: Path, methods: list[str], enabled: bool = True) -> Iterator[None]:
-    """Remove what did not exist before the block (``out_dir`` itself, or ``out_dir/METHOD``
-    directories) if the block raises; with ``enabled=False`` (other ranks) do nothing."""
-    created = [out_dir] if not out_dir.exists() else [out_dir / m for m in methods if not (out_dir / m).exists()]
+    """Remove what did not exist before the block (``out_dir`` and the parents created with it, or
+    ``out_dir/METHOD`` directories) if the block raises; with ``enabled=False`` (other ranks) do nothing."""
+    if out_dir.exists():
+        created = [out_dir / m for m in methods if not (out_dir / m).exists()]
+    else:
+        first_new = out_dir.absolute()
+        while not first_new.parent.exists():
+            first_new = first_new.parent
+        created = [first_new]
     try:
         yield
     except BaseException:

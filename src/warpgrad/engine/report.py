@@ -136,6 +136,8 @@ def load_runs(paths: Sequence[str | Path]) -> list[Run]:
     """
     files: dict[Path, Path] = {}  # each file once, though several paths hold it
     for path in paths:
+        if not str(path).strip():
+            raise UsageError("an empty path; give run directories or results.json files")
         for file in _results_files(Path(path)):
             files.setdefault(file.resolve(), file)
     return [read_run(file) for file in files.values()]

@@ -100,7 +100,7 @@ def _method_option(parts: list[str], text: str) -> Any:
             f"(and the experiment's options: see `warpgrad show`)"
         )
     value = parse_value(f"{name}.{field_name}", text, fields_[field_name])
-    check_value(f"{name}.{field_name}", value)
+    check_value(f"{name}.{field_name}", value, text)
     return value
 
 
@@ -119,7 +119,7 @@ def _parse_like(key: str, text: str, current: Any) -> Any:
         value = parse_value(key, text, kind)
     except ValueError:
         raise UsageError(f"setting {key}={text!r}: expected a value like {current!r}") from None
-    check_value(key, value)
+    check_value(key, value, text)
     return value
 
 

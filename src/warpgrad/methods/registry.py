@@ -194,28 +194,29 @@ def _is_learning_rate(name: str) -> bool:
     return name in ("lr", "lr_grid", "learning_rate") or name.endswith("_lr")
 
 
-def check_value(key: str, value: Any) -> None:
+def check_value(key: str, value: Any, text: str | None = None) -> None:
     """Refuse a parsed ``--set`` value that no run can use: a non-finite number, a learning rate
     that is not positive, a negative integer, a size below 1, a fraction outside [0, 1).
 
     Raises:
-        UsageError: naming the setting, the value and what is allowed.
+        UsageError: naming the setting, the value as given (``text``) and what is allowed.
     """
     name = key.rsplit(".", 1)[-1]
+    shown = f"{key}={text!r}" if text is not None else f"{key}={value!r}"
     values = value if isinstance(value, tuple) else (value,)
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         if not math.isfinite(v):
-            raise UsageError(f"setting {key}={v!r}: must be a finite number")
+            raise UsageError(f"setting {shown}: must be a finite number")
         if _is_learning_rate(name) and v <= 0:
-            raise UsageError(f"setting {key}={v!r}: a learning rate must be > 0")
+            raise UsageError(f"setting {shown}: a learning rate must be > 0")
         if name in _SIZES and v < 1:
-            raise UsageError(f"setting {key}={v!r}: must be >= 1")
+            raise UsageError(f"setting {shown}: must be >= 1")
         if name == "validation" and not 0 <= v < 1:
-            raise UsageError(f"setting {key}={v!r}: a fraction of the training images, in [0, 1)")
+            raise UsageError(f"setting {shown}: a fraction of the training images, in [0, 1)")
         if v < 0:
-            raise UsageError(f"setting {key}={v!r}: must be >= 0")
+            raise UsageError(f"setting {shown}: must be >= 0")
 
 
 def _type_name(kind: Any) -> str:
