@@ -86,11 +86,13 @@ def run_command(args: argparse.Namespace) -> int:
     from warpgrad.engine.loop import resolve_experiment, resolve_methods
     from warpgrad.engine.outdir import check_not_existing, check_out_dir
     from warpgrad.engine.results import RESULTS_FILE, load_results
+    from warpgrad.experiments.methods import run_configuration
 
     experiment = resolve_experiment(args.experiment)
     settings = dict(args.settings)
     profile = experiment.resolve(args.profile, settings)  # unknown keys and bad values: exit 2 now
     methods = resolve_methods(experiment, args.method)
+    run_configuration(experiment, profile, methods)  # every method's options checked before anything runs
     check_logger(args.log)
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
     base = check_out_dir(args.out) if args.out is not None else None

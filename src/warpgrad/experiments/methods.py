@@ -78,6 +78,8 @@ def run_configuration(experiment: Experiment, profile: Profile, methods: Iterabl
     from warpgrad.experiments.base import SCHEDULE_FIELDS
 
     known = registered()
+    if "inner_optimizer" in profile.options:
+        _inner(profile.options)  # an unknown inner optimiser is refused here, as when a run builds it
     method_options: dict[str, Any] = {}
     for name in methods:
         if name in known and "inner_steps" in profile.options:

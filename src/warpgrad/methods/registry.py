@@ -237,7 +237,12 @@ def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
     unknown = sorted(set(values) - set(allowed))
     if unknown:
         raise UsageError(f"unknown option {name}.{unknown[0]}; {name} has: {', '.join(allowed) or 'no options'}")
-    return info.config(**values)
+    config = info.config(**values)
+    if hasattr(config, "meta_optimizer"):
+        from warpgrad.core.shell import META_OPTIMIZERS
+
+        check_choice(f"{name}.meta_optimizer", config.meta_optimizer, META_OPTIMIZERS)
+    return config
 
 
 def build(

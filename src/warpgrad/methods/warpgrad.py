@@ -217,6 +217,24 @@ class WarpGradConfig:
     leap_stabilizer: bool = True
     batched: bool = True
 
+    def __post_init__(self) -> None:
+        """Refuse options no run can use, when the config is made (so ``warpgrad show`` refuses them too)."""
+        for name, allowed in (
+            ("objective", OBJECTIVES),
+            ("algorithm", ALGORITHMS),
+            ("init", INITS),
+            ("meta_optimizer", META_OPTIMIZERS),
+            ("meta_loss_data", META_LOSS_DATA),
+        ):
+            check_choice(name, getattr(self, name), allowed)
+        for label in ("buffer_size", "warp_updates"):
+            if not isinstance(getattr(self, label), int) or getattr(self, label) < 1:
+                raise UsageError(f"{label} must be an integer >= 1, got {getattr(self, label)!r}")
+        if self.warp_batch is not None and (not isinstance(self.warp_batch, int) or self.warp_batch < 1):
+            raise UsageError(
+                f"warp_batch must be None (all buffered points) or an integer >= 1, got {self.warp_batch!r}"
+            )
+
 
 class WarpGrad(MetaLearner):
     """The WarpGrad meta-learner (see the module docstring for what each option computes)."""
@@ -227,19 +245,6 @@ class WarpGrad(MetaLearner):
         """``options``: the fields of :class:`WarpGradConfig` (the defaults for the others)."""
         c = WarpGradConfig(**options)
         super().__init__(model, inner_optimizer, inner_steps)
-        for name, allowed in (
-            ("objective", OBJECTIVES),
-            ("algorithm", ALGORITHMS),
-            ("init", INITS),
-            ("meta_optimizer", META_OPTIMIZERS),
-            ("meta_loss_data", META_LOSS_DATA),
-        ):
-            check_choice(name, getattr(c, name), allowed)
-        for label in ("buffer_size", "warp_updates"):
-            if not isinstance(getattr(c, label), int) or getattr(c, label) < 1:
-                raise UsageError(f"{label} must be an integer >= 1, got {getattr(c, label)!r}")
-        if c.warp_batch is not None and (not isinstance(c.warp_batch, int) or c.warp_batch < 1):
-            raise UsageError(f"warp_batch must be None (all buffered points) or an integer >= 1, got {c.warp_batch!r}")
         theta0, phi = self.parameters_by_role()
         if not phi:
             raise UsageError("WarpGrad needs a model with at least one warpgrad.Warp layer; found none")
