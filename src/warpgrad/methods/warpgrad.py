@@ -31,14 +31,12 @@ Algorithms (``algorithm=``):
 
 Initialisation (``init=``), combined as J = L(φ) + λ C(θ₀) with λ = ``init_weight``:
 
-* ``none``: θ₀ stays fixed;
-* ``leap`` (Warp-Leap): C is Leap's expected path length of the task trajectories (see
+* ``none``: θ₀ stays fixed; ``leap`` (Warp-Leap): C is Leap's expected path length of the task trajectories (see
   :mod:`warpgrad.methods.leap`), accumulated along the same trajectories;
 * ``maml`` (Warp-MAML): C is the MAML loss (post-adaptation test loss, second order through
   ``maml_steps`` inner steps) with φ held fixed; φ learns from the warp objective only.
 
-φ and θ₀ have their own meta-optimisers (``meta_optimizer`` = ``sgd`` or ``adam`` with
-``warp_lr`` and ``init_lr``).
+φ and θ₀ have their own meta-optimisers (``meta_optimizer`` at ``warp_lr`` and ``init_lr``).
 
 Example:
     >>> model = MLP(1, (40, 40), 1, warp={})
@@ -218,7 +216,7 @@ class WarpGradConfig:
     batched: bool = True
 
     def __post_init__(self) -> None:
-        """Refuse options no run can use, when the config is made (so ``warpgrad show`` refuses them too)."""
+        """Refuse options no run can use as soon as the config is made (``warpgrad show`` too)."""
         for name, allowed in (
             ("objective", OBJECTIVES),
             ("algorithm", ALGORITHMS),
@@ -227,13 +225,11 @@ class WarpGradConfig:
             ("meta_loss_data", META_LOSS_DATA),
         ):
             check_choice(name, getattr(self, name), allowed)
-        for label in ("buffer_size", "warp_updates"):
-            if not isinstance(getattr(self, label), int) or getattr(self, label) < 1:
-                raise UsageError(f"{label} must be an integer >= 1, got {getattr(self, label)!r}")
+        for label, value in (("buffer_size", self.buffer_size), ("warp_updates", self.warp_updates)):
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"{label} must be an integer >= 1, got {value!r}")
         if self.warp_batch is not None and (not isinstance(self.warp_batch, int) or self.warp_batch < 1):
-            raise UsageError(
-                f"warp_batch must be None (all buffered points) or an integer >= 1, got {self.warp_batch!r}"
-            )
+            raise UsageError(f"warp_batch must be none (every buffered point) or >= 1, got {self.warp_batch!r}")
 
 
 class WarpGrad(MetaLearner):
