@@ -31,8 +31,8 @@ Algorithms (``algorithm=``):
 
 Initialisation (``init=``), combined as J = L(φ) + λ C(θ₀) with λ = ``init_weight``:
 
-* ``none``: θ₀ stays fixed; ``leap`` (Warp-Leap): C is Leap's expected path length of the task trajectories (see
-  :mod:`warpgrad.methods.leap`), accumulated along the same trajectories;
+* ``none``: θ₀ stays fixed; ``leap`` (Warp-Leap): C is Leap's expected path length of the task
+  trajectories (see :mod:`warpgrad.methods.leap`), accumulated along the same trajectories;
 * ``maml`` (Warp-MAML): C is the MAML loss (post-adaptation test loss, second order through
   ``maml_steps`` inner steps) with φ held fixed; φ learns from the warp objective only.
 
