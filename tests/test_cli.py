@@ -178,7 +178,7 @@ def test_set_overrides_a_setting_records_it_and_guards_resume(tmp_path, capsys):
         ("meta_steps=0", "must be >= 1"),
         ("warp=linear", "unknown setting 'warp'"),
         ("nokey", "--set expects KEY=VALUE"),
-        ("warpgrad.objective=second", "unknown objective 'second'"),
+        ("warpgrad.objective=second", "unknown warpgrad.objective 'second'"),
     ],
 )
 def test_bad_set_values_are_one_line_and_exit_2(tmp_path, capsys, setting, message):

@@ -142,7 +142,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
         "--no-progress",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("mse (mean") == 1  # rank 0 alone prints the table
+    assert done.stdout.count("test mse (lower is better)") == 1  # rank 0 alone prints the table
     _assert_same_run(tmp_path / "one", tmp_path / "two", methods)
 
 

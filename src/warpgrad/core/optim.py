@@ -127,5 +127,5 @@ INNER_OPTIMIZERS: dict[str, Callable[..., InnerOptimizer]] = {"sgd": sgd, "momen
 def make_inner_optimizer(name: str, **hyper: float) -> InnerOptimizer:
     """Build an inner optimiser by name (``sgd``, ``momentum``, ``adam``)."""
     if name not in INNER_OPTIMIZERS:
-        raise UsageError(f"unknown inner optimiser {name!r}; allowed: {', '.join(INNER_OPTIMIZERS)}")
+        raise UsageError(f"unknown inner_optimizer {name!r}; allowed: {', '.join(INNER_OPTIMIZERS)}")
     return INNER_OPTIMIZERS[name](**hyper)

@@ -224,7 +224,7 @@ class WarpGradConfig:
             ("meta_optimizer", META_OPTIMIZERS),
             ("meta_loss_data", META_LOSS_DATA),
         ):
-            check_choice(name, getattr(self, name), allowed)
+            check_choice(f"warpgrad.{name}", getattr(self, name), allowed)
         for label, value in (("buffer_size", self.buffer_size), ("warp_updates", self.warp_updates)):
             if not isinstance(value, int) or value < 1:
                 raise UsageError(f"{label} must be an integer >= 1, got {value!r}")
