@@ -11,7 +11,10 @@ from torch import Tensor
 
 from warpgrad import experiments
 from warpgrad.cli import main
+from warpgrad.engine import streams as streams_module
+from warpgrad.engine.results import read_results
 from warpgrad.engine.streams import accuracy, accuracy_matrix_of, run_streams, table
+from warpgrad.errors import TrainingDiverged
 from warpgrad.tasks.continual import Experience, Stream
 
 
@@ -267,3 +270,30 @@ def test_fmnist_permuted_from_the_command_line_on_generated_arrays(fashion, tmp_
     assert main(args) == 0
     entry = json.loads((out / "results.json").read_text())["methods"]["sgd"]
     assert entry["steps"] == 3 and 0.0 <= entry["mean"] <= 1.0
+
+
+def test_a_diverging_learner_stops_the_run_naming_method_run_and_experience(tmp_path):
+    exp = experiments.get_experiment("digits-permuted")
+    profile = exp.profile("smoke").with_overrides({"runs": "2", "lr": "1e20"})
+    with pytest.raises(TrainingDiverged, match=r"sgd \(run 1\) diverged at experience 1 of \d+ \(mean training loss"):
+        run_streams(exp, ["sgd"], profile, 0, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # nothing recorded, nothing left
+
+
+def test_methods_finished_before_a_divergence_keep_their_entries(tmp_path):
+    exp = experiments.get_experiment("digits-permuted")
+    profile = exp.profile("smoke").with_overrides({"runs": "1"})
+    real = streams_module._run_method
+
+    def diverge_on_ewc(experiment, method, *args):
+        if method == "ewc":
+            raise TrainingDiverged("ewc diverged")
+        return real(experiment, method, *args)
+
+    streams_module._run_method = diverge_on_ewc
+    try:
+        with pytest.raises(TrainingDiverged):
+            run_streams(exp, ["sgd", "ewc"], profile, 0, tmp_path / "out", progress=False)
+    finally:
+        streams_module._run_method = real
+    assert list(read_results(tmp_path / "out" / "results.json")["methods"]) == ["sgd"]

@@ -13,13 +13,13 @@ from typing import Any
 from warpgrad.errors import TrainingDiverged
 
 
-def check_finite(method: str, step: int, metrics: dict[str, float]) -> None:
-    """Raise :class:`TrainingDiverged` naming the first non-finite meta-step metric."""
+def check_finite(method: str, where: int | str, metrics: dict[str, float]) -> None:
+    """Raise :class:`TrainingDiverged` naming ``method``, where it happened (a meta-step number,
+    or a phrase) and the first non-finite metric."""
     for name, value in metrics.items():
         if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"{method} diverged at meta-step {step} ({name} = {value}); lower its learning rates"
-            )
+            at = f"meta-step {where}" if isinstance(where, int) else where
+            raise TrainingDiverged(f"{method} diverged at {at} ({name} = {value}); lower its learning rates")
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -34,7 +34,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from warpgrad.continual.metrics import plot_accuracy_matrix, summarize
-from warpgrad.engine.outdir import check_out_dir, removed_on_failure, start_fresh
+from warpgrad.engine.interrupt import check_finite
+from warpgrad.engine.outdir import check_out_dir, start_fresh
 from warpgrad.engine.results import (
     RESULTS_FILE,
     ResultsRecord,
@@ -63,16 +64,28 @@ def output_mask(stream: Any, experience: Any) -> list[int] | None:
 
 
 def accuracy_matrix_of(
-    learner: Any, stream: Any, generator: torch.Generator, epochs: int, batch_size: int, fisher_samples: int
+    learner: Any,
+    stream: Any,
+    generator: torch.Generator,
+    epochs: int,
+    batch_size: int,
+    fisher_samples: int,
+    name: str = "the learner",
 ) -> Tensor:
-    """Train ``learner`` through ``stream`` and return ``R[i, j]`` (see the module docstring)."""
+    """Train ``learner`` through ``stream`` and return ``R[i, j]`` (see the module docstring).
+
+    Raises:
+        TrainingDiverged: naming ``name`` and the experience, when its training loss is not finite.
+    """
     experiences = list(stream)
     masks = [output_mask(stream, e) for e in experiences]
     rows = []
-    for experience, classes in zip(experiences, masks):
-        learner.train_experience(
+    for i, (experience, classes) in enumerate(zip(experiences, masks)):
+        metrics = learner.train_experience(
             experience.train_x, experience.train_y, generator, epochs=epochs, batch_size=batch_size, classes=classes
         )
+        loss = {"mean training loss": metrics["loss"]} if metrics and "loss" in metrics else {}
+        check_finite(name, f"experience {i + 1} of {len(experiences)}", loss)
         index = torch.randperm(experience.train_x.shape[0], generator=generator)[:fisher_samples]
         learner.end_experience(experience.train_x[index], experience.train_y[index], generator, classes=classes)
         rows.append([accuracy(learner, e.test_x, e.test_y, classes=m) for e, m in zip(experiences, masks)])
@@ -91,18 +104,19 @@ def run_streams(
 ) -> dict[str, Any]:
     """Run ``methods`` of a stream experiment; write and return the merged results.
 
-    A method that already ran in ``out_dir`` is refused unless ``overwrite``; nothing is left in
-    ``out_dir`` if the run fails before writing its results.
+    A method that already ran in ``out_dir`` is refused unless ``overwrite``. Each method's entry
+    (and its heatmap) is written when it finishes, so a failure keeps the methods before it; a
+    non-finite training loss stops the run (:class:`~warpgrad.errors.TrainingDiverged`).
     """
     out_dir = check_out_dir(out_dir)
     o = profile.options
     record = ResultsRecord(out_dir, experiment, profile, seed, command=command)  # checked before minutes of work
     start_fresh(record, methods, overwrite)
-    entries: dict[str, dict[str, Any]] = {}
-    with torch_threads(o.get("threads")), removed_on_failure(out_dir, methods):
-        for method in methods:
-            entries[method] = _run_method(experiment, method, profile, seed, out_dir, progress)
-        return record.add(entries)
+    results: dict[str, Any] = {}
+    with torch_threads(o.get("threads")):  # nothing is written before the first method's entry
+        for method in methods:  # each method's entry is recorded as soon as it finishes
+            results = record.add({method: _run_method(experiment, method, profile, seed, out_dir, progress)})
+    return results
 
 
 def _run_method(experiment: Any, method: str, profile: Any, seed: int, out_dir: Path, progress: bool) -> dict:
@@ -116,7 +130,9 @@ def _run_method(experiment: Any, method: str, profile: Any, seed: int, out_dir: 
         torch.manual_seed(run_seed)
         learner = experiment.method(method).build(profile)
         generator = torch.Generator().manual_seed(run_seed)
-        R = accuracy_matrix_of(learner, stream, generator, o["epochs"], o["batch_size"], o["fisher_samples"])
+        R = accuracy_matrix_of(
+            learner, stream, generator, o["epochs"], o["batch_size"], o["fisher_samples"], f"{method} (run {r + 1})"
+        )
         matrices.append(R)
         summaries.append(summarize(R))
     mean_R = torch.stack(matrices).mean(0)
