@@ -10,12 +10,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 W=${WARPGRAD:-.venv/bin/warpgrad}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's code, even with another editable install
 
-run() {  # NAME ARGS...: one table's run, replacing what results/NAME held
+run() {  # NAME ARGS...: one table's run, from scratch into results/NAME
     local name=$1
     shift
     if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then return; fi
     echo "== $name: warpgrad run $*" >&2
-    "$W" run "$@" --out "results/$name" --overwrite --no-progress
+    rm -rf "results/$name"
+    "$W" run "$@" --out "results/$name" --no-progress
 }
 
 ONLY="$*"
