@@ -2,7 +2,7 @@
 # Re-runs every published table into results/NAME (one seed each), on this machine. Each table in
 # README.md and docs/ is printed by `warpgrad report --format md results/NAME` from the
 # results.json committed here (see results/README.md); a test checks that they agree.
-#   bash results/reproduce.sh            all of them (about 40 minutes on 2 CPU cores)
+#   bash results/reproduce.sh            all of them (about 50 minutes on 2 CPU cores)
 #   bash results/reproduce.sh sine-quick one of them
 # Then regenerate the tables: .venv/bin/python -m warpgrad.engine.docs_tables README.md docs/*.md
 set -euo pipefail
@@ -23,6 +23,7 @@ ONLY="$*"
 run kanji-multishot-quick kanji-multishot --method warpgrad,leap,baseline --profile quick
 run kanji-fewshot-quick kanji-fewshot --method maml,warpgrad,baseline --profile quick
 run sine-quick sine --method maml,fomaml,metasgd,reptile,leap,tnets,finetune,warpgrad,baseline --profile quick
+run sine-quick-seeds sine --method maml,tnets,warpgrad --profile quick --seeds 0-4
 run sine-continual-quick sine-continual --method baseline,warpgrad --profile quick
 run kanji-sequential-quick kanji-sequential --method oml,anml,sgd,pretrain --profile quick
 # dhp-ewc diverges at this λ in 4 of 5 runs (exit 1 naming the run): left out of the published table
