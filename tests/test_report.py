@@ -358,7 +358,9 @@ def test_csv_parses_to_the_numbers(three_seeds):
 def test_csv_of_several_groups_is_separated_by_a_blank_line(three_seeds, tmp_path):
     write_run(tmp_path / "other", 0, experiment="other")
     parts = report_text([three_seeds, tmp_path / "other"], "csv").split("\n\n")
-    assert len(parts) == 2 and all(part.startswith("method,mean,ci95,diff,diff_ci95,") for part in parts)
+    head = "experiment,profile,settings,metric,over,reference,method,mean,ci95,diff,diff_ci95,"
+    assert len(parts) == 2 and all(part.startswith(head) for part in parts)
+    assert [part.splitlines()[1].split(",")[0] for part in parts] == ["sine", "other"]  # each row names its run
 
 
 def test_latex_is_a_booktabs_tabular(tmp_path):
@@ -445,7 +447,7 @@ def test_docs_tables_main_checks_and_rewrites(three_seeds, tmp_path, capsys):
     assert f"updated {doc}" in capsys.readouterr().out
     assert docs_tables.main(["--check", *root, str(doc)]) == 0
     new = doc.read_text()
-    assert new.startswith("intro\n<!-- warpgrad report --format csv runs -->\n```csv\nmethod,mean,")
+    assert new.startswith("intro\n<!-- warpgrad report --format csv runs -->\n```csv\nexperiment,profile,")
     assert new.endswith("```\n<!-- end report -->\noutro\n")
 
 

@@ -327,12 +327,15 @@ def _csv(table: Table) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     extras = [column for key in table.extra_keys for column in (key, f"{key}_ci95")]
-    writer.writerow(["method", "mean", "ci95", "diff", "diff_ci95", *extras, "n_tasks", "n_seeds", "wall_time_s"])
+    run = ["experiment", "profile", "settings", "metric", "over", "reference"]
+    header = ["method", "mean", "ci95", "diff", "diff_ci95", *extras, "n_tasks", "n_seeds", "wall_time_s"]
+    writer.writerow([*run, *header])
+    group = [table.experiment, table.profile, table.settings, table.metric, table.over, table.reference]
     for row in table.rows:
         extras = [_number(v) for key in table.extra_keys for v in (row.extras[key] or (None, None))]
         diff = ("", "") if row.is_reference else (_number(row.diff), _number(row.diff_ci95))
         numbers = [_number(row.mean), _number(row.ci95), *diff, *extras]
-        writer.writerow([row.method, *numbers, row.tasks_label, row.n_seeds, _number(row.wall_time_s)])
+        writer.writerow([*group, row.method, *numbers, row.tasks_label, row.n_seeds, _number(row.wall_time_s)])
     return buffer.getvalue().rstrip("\n")
 
 
