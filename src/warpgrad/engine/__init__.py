@@ -5,7 +5,14 @@ combined ``results.json`` and ``learning_curves.png``. See :mod:`warpgrad.engine
 seeding scheme and what a checkpoint holds.
 """
 
-from warpgrad.engine.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
+from warpgrad.engine.checkpoint import (
+    CHECKPOINT_FILE,
+    atomic_write,
+    atomic_write_text,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from warpgrad.engine.interrupt import TrainingInterrupted
 from warpgrad.engine.plots import plot_learning_curves
 from warpgrad.engine.resolve import resolve_methods
@@ -20,10 +27,8 @@ from warpgrad.engine.results import (
 )
 from warpgrad.engine.runs import default_out_dir, run
 from warpgrad.engine.training import (
-    CHECKPOINT_FILE,
     METRICS_FILE,
     PLOT_FILE,
-    checkpoint_path,
     initialize_checkpoint,
     train,
 )

@@ -35,9 +35,11 @@ from warpgrad.errors import FileFormatError, one_line
 from warpgrad.files import atomic_write, atomic_write_text, locked, remove_stale_temp_files
 
 __all__ = [
+    "CHECKPOINT_FILE",
     "atomic_write",
     "atomic_write_text",
     "check_config",
+    "checkpoint_path",
     "load_checkpoint",
     "locked",
     "remove_stale_temp_files",
@@ -49,7 +51,13 @@ CONFIG_FIELDS = ("experiment", "method", "profile", "seed", "settings")
 
 MAGIC = b"WARPGRAD-CHECKPOINT 2 "
 _HEADER = re.compile(rb"WARPGRAD-CHECKPOINT 2 sha256=([0-9a-f]{64}) bytes=([0-9]{1,15})\n")
-CHECKPOINT_KEYS = ("config", "step")
+CHECKPOINT_FILE = "checkpoint.pt"
+REQUIRED_KEYS = ("config", "step")
+
+
+def checkpoint_path(out_dir: str | os.PathLike, method: str) -> Path:
+    """Where ``method``'s checkpoint lives in a run's output directory."""
+    return Path(out_dir) / method / CHECKPOINT_FILE
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
@@ -66,7 +74,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None
     atomic_write(path, write)
 
 
-def load_checkpoint(path: str | os.PathLike, keys: tuple[str, ...] = CHECKPOINT_KEYS) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, keys: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`, checking its length and digest.
 
     Raises:

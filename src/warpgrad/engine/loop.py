@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+from warpgrad.engine.checkpoint import CHECKPOINT_FILE, checkpoint_path
 from warpgrad.engine.interrupt import (
     TrainingDiverged,
     TrainingInterrupted,
@@ -73,10 +74,8 @@ from warpgrad.engine.seeding import (
 )
 from warpgrad.engine.state import CHECKPOINT_FORMAT, TrainingState, run_config
 from warpgrad.engine.training import (
-    CHECKPOINT_FILE,
     METRICS_FILE,
     PLOT_FILE,
-    checkpoint_path,
     initialize_checkpoint,
     load_run_checkpoint,
     train,

@@ -16,9 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
+from warpgrad.engine.checkpoint import checkpoint_path
 from warpgrad.errors import UsageError
-
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -47,8 +46,8 @@ def existing_methods(out_dir: Path, methods: list[str], results: dict[str, Any] 
     """Methods of ``methods`` that already have a run in ``out_dir``, with what was found."""
     found: dict[str, str] = {}
     for name in methods:
-        if (out_dir / name / CHECKPOINT_FILE).exists():
-            found[name] = f"{out_dir / name / CHECKPOINT_FILE}"
+        if checkpoint_path(out_dir, name).exists():
+            found[name] = str(checkpoint_path(out_dir, name))
         elif results is not None and name in results.get("methods", {}):
             found[name] = f"an entry in {out_dir / 'results.json'}"
     return found

@@ -11,6 +11,7 @@ command that made it and rerun::
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import shlex
@@ -24,8 +25,10 @@ import torch
 PACKAGES = ("warpgrad", "torch", "numpy", "kanjivg")
 
 
+@functools.cache
 def versions() -> dict[str, str | None]:
-    """Installed versions of warpgrad and what its numbers depend on (``None``: not installed)."""
+    """Installed versions of warpgrad and what its numbers depend on (``None``: not installed);
+    read once per process."""
     found: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
@@ -36,9 +39,11 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+@functools.cache
 def git_state(path: str | Path | None = None) -> dict[str, Any] | None:
     """The commit of the git work tree holding ``path`` (default: this package's source) and
-    whether it has uncommitted changes; ``None`` outside a git work tree or without git."""
+    whether it has uncommitted changes; ``None`` outside a git work tree or without git. Read once
+    per process: the code that runs is the code imported at its start."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -70,8 +75,8 @@ def provenance(
     return {
         "command": command if command is not None else command_line(),
         "configuration": configuration,
-        "versions": versions(),
-        "git": git_state(),
+        "versions": dict(versions()),
+        "git": None if git_state() is None else dict(git_state()),
         "device": device,
         "threads": torch.get_num_threads(),
         "processes": processes,

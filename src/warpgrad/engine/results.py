@@ -27,8 +27,9 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from warpgrad.engine.checkpoint import atomic_write_text, locked
+from warpgrad.engine.interrupt import check_finite
 from warpgrad.engine.stats import t_interval
-from warpgrad.errors import FileFormatError, TrainingDiverged, UsageError, one_line
+from warpgrad.errors import FileFormatError, UsageError, one_line
 
 RESULTS_FILE = "results.json"
 RUN_FIELDS = ("experiment", "profile", "seed", "settings")
@@ -160,16 +161,12 @@ def merge_results(
 
 
 def check_entry_finite(method: str, entry: dict[str, Any]) -> None:
-    """Raise :class:`TrainingDiverged` if a method's result is not a finite number: never a
-    finished run with ``null`` results."""
-    values = [("mean", entry.get("mean")), ("loss_mean", entry.get("loss_mean"))]
-    values += [(f"per_task[{i}]", v) for i, v in enumerate(entry.get("per_task", []))]
-    for name, value in values:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise TrainingDiverged(
-                f"{method}: test {entry.get('metric', 'metric')} {name} = {value} after training; "
-                "no result was recorded (lower its learning rates)"
-            )
+    """Raise :class:`~warpgrad.errors.TrainingDiverged` (:func:`check_finite`) if a method's result
+    is not a finite number: never a finished run with ``null`` results."""
+    metric = f"test {entry.get('metric', 'metric')}"
+    values = {f"{metric} mean": entry.get("mean"), "test loss mean": entry.get("loss_mean")}
+    values.update({f"{metric} per_task[{i}]": v for i, v in enumerate(entry.get("per_task", []))})
+    check_finite(method, "the end of training (no result recorded)", {k: v for k, v in values.items() if v is not None})
 
 
 class ResultsRecord:

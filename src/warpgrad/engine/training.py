@@ -10,7 +10,7 @@ from typing import Any
 from tqdm import tqdm
 
 from warpgrad.distributed import Cluster, check_precision
-from warpgrad.engine.checkpoint import check_config, load_checkpoint, save_checkpoint
+from warpgrad.engine.checkpoint import check_config, checkpoint_path, load_checkpoint, save_checkpoint
 from warpgrad.engine.interrupt import TrainingInterrupted, _DeferredInterrupt, check_finite
 from warpgrad.engine.logs import check_logger, open_logger
 from warpgrad.engine.resolve import _check_stop_after, resolve_experiment, resolve_profile
@@ -29,14 +29,8 @@ from warpgrad.errors import FileFormatError
 from warpgrad.experiments import Experiment, Profile
 from warpgrad.tasks.base import family_split
 
-CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.csv"
 PLOT_FILE = "learning_curves.png"
-
-
-def checkpoint_path(out_dir: str | Path, method: str) -> Path:
-    """Where ``method``'s checkpoint lives in a run's output directory."""
-    return Path(out_dir) / method / CHECKPOINT_FILE
 
 
 def load_run_checkpoint(
@@ -141,7 +135,7 @@ def train(
     _check_stop_after(stop_after)
     out_dir = Path(out_dir)
     directory = out_dir / method
-    ckpt_path = directory / CHECKPOINT_FILE
+    ckpt_path = checkpoint_path(out_dir, method)
     csv_path = directory / METRICS_FILE
     cluster = Cluster() if cluster is None else cluster
     main = cluster.is_main
