@@ -15,6 +15,7 @@ from warpgrad.experiments import (
     get_experiment,
     register_experiment,
 )
+from warpgrad.experiments.base import RLExperiment
 
 
 @pytest.mark.parametrize("experiment", list(EXPERIMENTS))
@@ -26,6 +27,8 @@ def test_every_method_builds_from_every_profile(experiment):
         for method in exp.methods:
             learner = build_method(exp, method, profile, seed=0)
             step = getattr(learner, "meta_step", None) or getattr(learner, "train_experience", None)
+            if isinstance(exp, RLExperiment):  # agents act step by step: forward(observation, state)
+                step = learner.forward if callable(learner.initial_state) else None
             assert callable(step) and callable(learner.state_dict)
             if "ways" in profile.options and hasattr(learner.model, "classifier"):  # head sized to the task
                 assert learner.model.classifier.out_features == profile.options["ways"]

@@ -117,6 +117,9 @@ def run_command(args: argparse.Namespace) -> int:
 
         print(f"\nacross seeds {', '.join(map(str, seeds))}:")
         print(report_text([str(p) for p in outs.values()], "text", methods))
+        runner = importlib.import_module(getattr(experiment, "runner", "warpgrad.engine"))
+        if hasattr(runner, "after_seeds"):  # e.g. the RL runner's reward curves over seeds
+            print(runner.after_seeds(list(outs.values())))
     return EXIT_OK
 
 
@@ -203,27 +206,52 @@ def _run_here(
 
 
 def _run_streams(args: argparse.Namespace, experiment, methods: list[str], profile, out_dir: Path) -> int:
+    """A stream, sequential or RL experiment, run by its own runner module (``experiment.runner``);
+    ``--resume``/``--stop-after`` where the runner keeps checkpoints (``CHECKPOINTS = True``)."""
+    from warpgrad.engine.interrupt import TrainingInterrupted
     from warpgrad.engine.loop import check_seed
 
     runner = importlib.import_module(experiment.runner)
-    if args.resume or args.stop_after is not None:
+    checkpoints = getattr(runner, "CHECKPOINTS", False)
+    if not checkpoints and (args.resume or args.stop_after is not None):
         raise UsageError(
             f"{experiment.name} is a stream experiment (minutes, no checkpoints): --resume and "
             "--stop-after are not available; run it again instead"
         )
+    if args.stop_after is not None and args.stop_after < 1:
+        raise UsageError(f"--stop-after must be >= 1, got {args.stop_after}")
     check_seed(args.seed)
     if args.log != "none":
-        raise UsageError(f"{experiment.name} is a stream experiment: --log {args.log} is not available for it")
-    results = runner.run(
-        experiment,
-        methods,
-        profile,
-        args.seed,
-        out_dir,
-        progress=not args.no_progress,
-        overwrite=args.overwrite,
-        command=args.command_line,
-    )
+        raise UsageError(f"{experiment.name} has no logger: --log {args.log} is not available for it")
+    resume = _resume_command(args, methods, out_dir)
+    options = {"resume": args.resume, "stop_after": args.stop_after} if checkpoints else {}
+    try:
+        results = runner.run(
+            experiment,
+            methods,
+            profile,
+            args.seed,
+            out_dir,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+            command=args.command_line,
+            **options,
+        )
+    except TrainingInterrupted as stop:
+        print(
+            f"warpgrad: interrupted {stop.method} after episode {stop.step} of {stop.total} "
+            f"(checkpoint saved); resume with: {resume}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        if not checkpoints:
+            raise
+        print(f"warpgrad: aborted; resume from the last saved checkpoints with: {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if results is None:
+        print(f"stopped after {args.stop_after} episodes as asked; resume with: {resume}")
+        return EXIT_OK
     print(runner.table(results))
     print(f"\n{runner.outputs(out_dir)}")
     return EXIT_OK

@@ -36,6 +36,7 @@ class Run:
     metric: str
     lower_is_better: bool
     methods: dict[str, dict[str, Any]]
+    measured: str = "test"  # what the metric is measured on (results' "measured"; RL: training episodes)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Table:
     reference: str
     extra_keys: list[str]
     rows: list[Row]
+    measured: str = "test"
 
     @property
     def title(self) -> str:
@@ -82,7 +84,7 @@ class Table:
         direction = "lower" if self.lower_is_better else "higher"
         run = f"{self.experiment} ({self.profile} profile{settings}, {seeds})"
         over = f"mean ± 95% CI (Student's t, over {self.over})"
-        return one_line(f"{run}: test {self.metric} ({direction} is better), {over}")
+        return one_line(f"{run}: {self.measured} {self.metric} ({direction} is better), {over}")
 
 
 # ------------------------------------------------------------------------------ loading
@@ -126,6 +128,7 @@ def run_from_results(results: dict[str, Any], path: Path) -> Run:
         metric,
         lower,
         methods,
+        results.get("measured") or "test",
     )
 
 
@@ -245,7 +248,8 @@ def summarize(group: Sequence[Run], methods: Sequence[str] | None = None, agains
         elif common:
             row.diff, row.diff_ci95 = _paired(entries[common[0]]["per_task"], reference_entries[common[0]]["per_task"])
     run_fields = (first.experiment, first.profile, first.settings, [run.seed for run in group], first.metric)
-    return Table(*run_fields, first.lower_is_better, "seeds" if over_seeds else "tasks", reference, extra_keys, rows)
+    over = "seeds" if over_seeds else "tasks"
+    return Table(*run_fields, first.lower_is_better, over, reference, extra_keys, rows, first.measured)
 
 
 # ------------------------------------------------------------------------------ formats

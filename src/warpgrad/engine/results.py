@@ -84,8 +84,9 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
         _expect(isinstance(results.get(key), str), path, f"'{key}' is missing or not a string")
     seed = results.get("seed")
     _expect(isinstance(seed, int) and not isinstance(seed, bool), path, f"'seed' is not an integer (got {seed!r})")
-    settings = results.get("settings") or ""
-    _expect(isinstance(settings, str), path, f"'settings' is not a string (got {settings!r})")
+    for key in ("settings", "measured"):
+        value = results.get(key) or ""
+        _expect(isinstance(value, str), path, f"'{key}' is not a string (got {value!r})")
     methods = results.get("methods")
     _expect(isinstance(methods, dict), path, "'methods' is missing or not an object: not a warpgrad results file")
     for name, entry in methods.items():
@@ -151,7 +152,7 @@ def merge_results(
     results = dict(existing) if existing is not None else {name: run[name] for name in RUN_FIELDS}
     for name in RUN_FIELDS:
         results[name] = run[name]
-    for key in ("metric", "lower_is_better"):
+    for key in ("metric", "lower_is_better", "measured"):
         if key in run:
             results[key] = run[key]
     methods = dict(results.get("methods", {}))

@@ -36,6 +36,7 @@ from warpgrad.experiments.base import (
     Experiment,
     MethodSpec,
     Profile,
+    RLExperiment,
     SequentialExperiment,
     StreamExperiment,
 )
@@ -49,6 +50,7 @@ from warpgrad.experiments.images import (
     TIEREDIMAGENET,
     _load_dataset,
 )
+from warpgrad.experiments.maze import MAZE
 from warpgrad.experiments.methods import METHODS, build_method, method_specs
 from warpgrad.experiments.sequential import KANJI_SEQUENTIAL, OMNIGLOT_SEQUENTIAL
 from warpgrad.experiments.sine import SINE
@@ -70,6 +72,7 @@ __all__ = [
     "KANJI_FEWSHOT",
     "KANJI_MULTISHOT",
     "KANJI_SEQUENTIAL",
+    "MAZE",
     "METHODS",
     "MINIIMAGENET",
     "OMNIGLOT_FEWSHOT",
@@ -85,6 +88,7 @@ __all__ = [
     "Experiment",
     "MethodSpec",
     "Profile",
+    "RLExperiment",
     "SequentialExperiment",
     "StreamExperiment",
     "_arrays",
@@ -112,6 +116,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         FMNIST_SPLIT,
         KANJI_SEQUENTIAL,
         OMNIGLOT_SEQUENTIAL,
+        MAZE,
     )
 }
 

@@ -1,8 +1,8 @@
 """The experiment data types and the small helpers every family of experiments shares.
 
 :class:`Profile` (a schedule and options at one scale, with ``--set`` overrides), :class:`MethodSpec`,
-:class:`Experiment` and its continual-learning variants :class:`StreamExperiment` and
-:class:`SequentialExperiment`.
+:class:`Experiment` and its variants run by runners of their own: :class:`StreamExperiment`,
+:class:`SequentialExperiment` (continual learning) and :class:`RLExperiment` (reinforcement learning).
 """
 
 from __future__ import annotations
@@ -188,6 +188,16 @@ class SequentialExperiment(StreamExperiment):
 
     load_data: Callable[[Profile], Any] | None = None
     runner: str = "warpgrad.engine.sequential"
+
+
+@dataclass(frozen=True)
+class RLExperiment(StreamExperiment):
+    """A reinforcement-learning experiment, run by :mod:`warpgrad.engine.rl`: each method builds a
+    recurrent agent (``MethodSpec.build(profile)``) trained for ``meta_steps`` episodes of
+    ``meta_batch`` environments from ``make_env(profile)``, with checkpoints and resume."""
+
+    make_env: Callable[[Profile], Any] | None = None
+    runner: str = "warpgrad.engine.rl"
 
 
 # ------------------------------------------------------------------------------ shared helpers

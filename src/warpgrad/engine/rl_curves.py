@@ -1,0 +1,55 @@
+"""Reward curves of reinforcement-learning runs: mean reward per episode against episodes, one
+line per method, the mean over seeds with a band from the lowest to the highest seed."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Sequence
+
+from warpgrad.engine.checkpoint import atomic_write
+
+CURVES_FILE = "reward_curves.png"
+
+
+def seed_curves(results: Sequence[dict[str, Any]]) -> dict[str, tuple[list[int], list[list[float]]]]:
+    """method -> (episodes, one reward curve per seed), over the episodes every seed reached."""
+    curves: dict[str, list[dict[int, float]]] = {}
+    for result in results:
+        for name, entry in result.get("methods", {}).items():
+            curves.setdefault(name, []).append({row["step"]: row["reward"] for row in entry.get("history", [])})
+    out = {}
+    for name, per_seed in curves.items():
+        episodes = sorted(set.intersection(*(set(c) for c in per_seed)))
+        out[name] = (episodes, [[c[e] for e in episodes] for c in per_seed])
+    return out
+
+
+def plot_reward_curves(results: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Draw the reward curves of ``results`` (one results file per seed) into a PNG at ``path``."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.2), dpi=120)
+    axes = figure.subplots()
+    for name, (episodes, per_seed) in seed_curves(results).items():
+        if not episodes:
+            continue
+        columns = list(zip(*per_seed))
+        mean = [sum(c) / len(c) for c in columns]
+        (line,) = axes.plot(episodes, mean, linewidth=1.5, label=f"{name} ({len(per_seed)} seeds)")
+        if len(per_seed) > 1:
+            low, high = [min(c) for c in columns], [max(c) for c in columns]
+            axes.fill_between(episodes, low, high, alpha=0.2, color=line.get_color())
+    first = results[0] if results else {}
+    seeds = sorted({r.get("seed") for r in results})
+    axes.set_xlabel("episode")
+    axes.set_ylabel("reward per episode (mean over mazes and a block of episodes)")
+    band = "; band: lowest to highest seed" if len(seeds) > 1 else ""
+    axes.set_title(f"{first.get('experiment')} ({first.get('profile')} profile, seeds {seeds}){band}", fontsize=9)
+    axes.grid(True, alpha=0.3)
+    if axes.lines:
+        axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
