@@ -22,6 +22,7 @@ from warpgrad.methods.rl import (
 )
 from warpgrad.tasks.rl import Maze
 
+
 @pytest.fixture(autouse=True)
 def _float64():
     """The hand computations below are exact to 1e-12 in float64 (tests that need float32 set it)."""
