@@ -53,3 +53,26 @@ def plot_reward_curves(results: Sequence[dict[str, Any]], path: str | os.PathLik
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m warpgrad.engine.rl_curves OUT.png PATH [PATH ...]``: the curves of every
+    ``results.json`` under the paths (e.g. one directory per seed) in one plot."""
+    import argparse
+    from pathlib import Path
+
+    from warpgrad.engine.report import load_runs
+
+    parser = argparse.ArgumentParser(prog="python -m warpgrad.engine.rl_curves", description=main.__doc__)
+    parser.add_argument("out", help="the PNG to write")
+    parser.add_argument("paths", nargs="+", help="results.json files or directories holding them")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.paths)
+    results = [{"experiment": r.experiment, "profile": r.profile, "seed": r.seed, "methods": r.methods} for r in runs]
+    plot_reward_curves(results, Path(args.out))
+    print(f"{args.out}: {len(runs)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -75,7 +75,7 @@ _QUICK_LR = {"lr": 1e-3, "adam_eps": 1e-8, "clip": 4.0}
 
 MAZE = RLExperiment(
     "maze",
-    "Maze navigation (WarpGrad §4.4; Miconi et al. 2018/2019): find a hidden goal, remember it, return; "
+    "Maze navigation (WarpGrad's RL setting; Miconi et al. 2018/2019): find a hidden goal, remember it, return; "
     "mean reward per episode over the last episodes.",
     {
         "smoke": Profile(
