@@ -170,7 +170,7 @@ def _add_set_argument(parser: argparse.ArgumentParser) -> None:
 
 def _setting(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
     return key.strip(), value.strip()
 

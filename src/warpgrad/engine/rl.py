@@ -92,8 +92,10 @@ class MazeRun:
     def restore(self, checkpoint: dict[str, Any], path: Path) -> None:
         check_config(checkpoint, self.config, path)
         episode = checkpoint["step"]
-        if not isinstance(episode, int) or not 0 <= episode <= self.episodes or len(checkpoint["rewards"]) != episode:
+        if not isinstance(episode, int) or not 0 <= episode <= self.episodes:
             raise FileFormatError(f"checkpoint {path} is at episode {episode!r}, outside 0..{self.episodes}")
+        if len(checkpoint["rewards"]) != episode or len(checkpoint["losses"]) != episode:
+            raise FileFormatError(f"checkpoint {path} is at episode {episode} but records {len(checkpoint['rewards'])}")
         self.trainer.load_state_dict(checkpoint["trainer"])
         self.action_generator.set_state(checkpoint["action_generator"])
         self.rewards = checkpoint["rewards"].tolist()
