@@ -246,3 +246,37 @@ def test_resumed_trainer_state_continues_identically():
         resumed.train_episode(maze, torch.Generator().manual_seed(e), g2)
     for a, b in zip(straight.agent.state_dict().values(), resumed.agent.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_users_own_agent_trains_with_a2c_and_its_meta_module_on_the_slow_timescale():
+    """The extension point of docs/rl.md: a RecurrentAgent subclass naming its slow modules in META."""
+    torch.set_default_dtype(torch.float32)
+    from torch import nn
+
+    from warpgrad.methods.rl import RecurrentAgent
+    from warpgrad.tasks.rl import N_ACTIONS, OBSERVATION_SIZE
+
+    class GatedGRU(RecurrentAgent):
+        META = ("gate",)
+
+        def __init__(self, observation_size, n_actions, hidden_size):
+            super().__init__(observation_size, n_actions, hidden_size)
+            self.cell = nn.GRUCell(observation_size, hidden_size)
+            self.gate = nn.Linear(observation_size, hidden_size)
+
+        def initial_state(self, batch):
+            return (self.zeros(batch, self.hidden_size),)
+
+        def forward(self, x, state):
+            h = self.cell(x, state[0]) * torch.sigmoid(self.gate(x))
+            return (*self.heads(h), (h,))
+
+    torch.manual_seed(0)
+    agent = GatedGRU(OBSERVATION_SIZE, N_ACTIONS, 8)
+    trainer = A2C(agent, A2CLoss(), A2CUpdates(lr=1e-2, meta_every=2))
+    gate = agent.gate.weight.detach().clone()
+    maze, actions = Maze(7, batch=2, episode_length=10), torch.Generator().manual_seed(0)
+    metrics = trainer.train_episode(maze, torch.Generator().manual_seed(0), actions)
+    assert set(metrics) >= {"reward", "loss"} and torch.equal(agent.gate.weight, gate)  # φ waits
+    trainer.train_episode(maze, torch.Generator().manual_seed(1), actions)
+    assert not torch.equal(agent.gate.weight, gate)  # φ's step after meta_every = 2 episodes

@@ -164,7 +164,7 @@ def _run_here(
     args: argparse.Namespace, experiment, methods: list[str], settings: dict[str, str], out_dir: Path, cluster
 ) -> int:
     """``_run`` in this process (one of several ranks, or the only one)."""
-    from warpgrad.engine import PLOT_FILE, RESULTS_FILE, TrainingInterrupted, format_table, run
+    from warpgrad.engine import PLOT_FILE, RESULTS_FILE, format_table, run
 
     resume = _resume_command(args, methods, out_dir)
     say = print if cluster.is_main else (lambda *a, **k: None)
@@ -185,16 +185,8 @@ def _run_here(
             log=args.log,
             command=args.command_line,
         )
-    except TrainingInterrupted as stop:
-        say(
-            f"warpgrad: interrupted {stop.method} after meta-step {stop.step} of {stop.total} "
-            f"(checkpoint saved); resume with: {resume}",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        say(f"warpgrad: aborted; resume from the last saved checkpoints with: {resume}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        return _interrupted(stop, "meta-step", resume, say)
     if results is None:
         say(f"stopped after {args.stop_after} meta-steps as asked; resume with: {resume}")
         return EXIT_OK
@@ -205,10 +197,22 @@ def _run_here(
     return EXIT_OK
 
 
+def _interrupted(stop: KeyboardInterrupt, unit: str, resume: str, say) -> int:
+    """Say how a stopped run (Ctrl-C: a checkpoint saved after the last ``unit``, or a second
+    Ctrl-C: the last saved checkpoints) is resumed; the exit code."""
+    from warpgrad.engine.interrupt import TrainingInterrupted
+
+    if isinstance(stop, TrainingInterrupted):
+        what = f"interrupted {stop.method} after {unit} {stop.step} of {stop.total} (checkpoint saved)"
+        say(f"warpgrad: {what}; resume with: {resume}", file=sys.stderr)
+    else:
+        say(f"warpgrad: aborted; resume from the last saved checkpoints with: {resume}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def _run_streams(args: argparse.Namespace, experiment, methods: list[str], profile, out_dir: Path) -> int:
     """A stream, sequential or RL experiment, run by its own runner module (``experiment.runner``);
     ``--resume``/``--stop-after`` where the runner keeps checkpoints (``CHECKPOINTS = True``)."""
-    from warpgrad.engine.interrupt import TrainingInterrupted
     from warpgrad.engine.loop import check_seed
 
     runner = importlib.import_module(experiment.runner)
@@ -237,18 +241,10 @@ def _run_streams(args: argparse.Namespace, experiment, methods: list[str], profi
             command=args.command_line,
             **options,
         )
-    except TrainingInterrupted as stop:
-        print(
-            f"warpgrad: interrupted {stop.method} after episode {stop.step} of {stop.total} "
-            f"(checkpoint saved); resume with: {resume}",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if not checkpoints:
             raise
-        print(f"warpgrad: aborted; resume from the last saved checkpoints with: {resume}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(stop, "episode", resume, print)
     if results is None:
         print(f"stopped after {args.stop_after} episodes as asked; resume with: {resume}")
         return EXIT_OK
