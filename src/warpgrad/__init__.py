@@ -33,6 +33,7 @@ from warpgrad.methods.registry import register
 from warpgrad.methods.reptile import Reptile
 from warpgrad.methods.tnets import TNets
 from warpgrad.methods.warpgrad import WarpGrad
+from warpgrad.optim import FOP
 from warpgrad.tasks.base import SeededTask, Task, TaskFamily, evaluation, objective
 
 __version__ = "0.1.0"
@@ -68,6 +69,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "FOP",
     # core
     "InnerOptimizer",
     "sgd",
