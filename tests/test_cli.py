@@ -47,6 +47,10 @@ def test_list_shows_experiments_methods_and_profiles(capsys):
         ([], "required: COMMAND"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["run", "sine", "--profile", "smoke", "--stop-after", "0"], "stop_after must be a positive integer"),
+        # found by tests/test_cli_fuzz.py: errors raised past the parser must still name the setting
+        (["run", "sine", "--set", "warpgrad.buffer_size=0"], "setting warpgrad.buffer_size='0': must be >= 1"),
+        (["run", "sine", "--set", "\r=nan"], "--set expects KEY=VALUE, got '\\r=nan'"),
+        (["run", "maze", "--set", "warp-rnn.meta_every=0"], "setting warp-rnn.meta_every='0': must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(capsys, tmp_path, argv, expected):

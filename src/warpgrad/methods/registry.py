@@ -186,7 +186,7 @@ _SIZES = frozenset(
     "ways shots queries hidden width widths channels image_size batch_size epochs runs experiences n_classes "
     "classes_per_experience outputs warp_batch tune_runs intervals points_per_interval steps_per_interval "
     "train_per_class test_per_class train_per_experience test_points meta_steps meta_batch eval_every val_tasks "
-    "test_tasks checkpoint_every".split()
+    "test_tasks checkpoint_every buffer_size warp_updates hidden_size episode_length final_episodes meta_every".split()
 )
 
 
