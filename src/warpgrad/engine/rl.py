@@ -172,6 +172,7 @@ def train_method(
         disable=not progress,
         file=sys.stderr,
         mininterval=0.1 if sys.stderr.isatty() else 10.0,
+        miniters=1,  # a log file gets a line every 10 s however the pace changes
         dynamic_ncols=True,
     )
     start = run.episode
@@ -193,8 +194,6 @@ def train_method(
                     return None
     finally:
         bar.close()
-    if start == run.episodes:  # resumed a finished method: its files are already written
-        write_metrics_csv(out_dir / method / METRICS_FILE, run.history(profile.eval_every))
     return run.entry(min(o["final_episodes"], run.episode), profile.eval_every)
 
 
