@@ -1,4 +1,5 @@
-"""``torch.optim`` optimisers: :class:`FOP` (first-order preconditioning, :mod:`warpgrad.optim.fop`)."""
+"""``torch.optim`` optimisers: :class:`FOP` (first-order preconditioning, :mod:`warpgrad.optim.fop`) and
+:class:`LearnedOptimizer` (a meta-trained per-parameter rule, :mod:`warpgrad.optim.learned`)."""
 
 from warpgrad.optim.fop import FOP
 from warpgrad.optim.learned import LearnedOptimizer
