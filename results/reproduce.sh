@@ -2,7 +2,7 @@
 # Re-runs every published table into results/NAME (one seed each), on this machine. Each table in
 # README.md and docs/ is printed by `warpgrad report --format md results/NAME` from the
 # results.json committed here (see results/README.md); a test checks that they agree.
-#   bash results/reproduce.sh            all of them (about 50 minutes on 2 CPU cores)
+#   bash results/reproduce.sh            all of them (about 50 minutes on 2 CPU cores, and maze-quick about 5.5 hours)
 #   bash results/reproduce.sh sine-quick one of them
 # Then regenerate the tables: .venv/bin/python -m warpgrad.engine.docs_tables README.md docs/*.md
 set -euo pipefail
@@ -33,3 +33,6 @@ run fmnist-permuted-quick fmnist-permuted --method sgd,ewc,ewc-empirical,ewc-onl
 run fmnist-split-task-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick
 run fmnist-split-class-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick \
     --set scenario=class --set ewc_lambda=10
+# about 5.5 hours on one core (3 seeds × 4 methods; seeds can run side by side: run maze-quick with
+# --seeds replaced by one --seed each in separate processes, into results/maze-quick/seed-S)
+run maze-quick maze --method warp-rnn,rnn,hebbian,backpropamine --profile quick --seeds 0-2

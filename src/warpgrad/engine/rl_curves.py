@@ -43,7 +43,7 @@ def plot_reward_curves(results: Sequence[dict[str, Any]], path: str | os.PathLik
     first = results[0] if results else {}
     seeds = sorted({r.get("seed") for r in results})
     axes.set_xlabel("episode")
-    axes.set_ylabel("reward per episode (mean over mazes and a block of episodes)")
+    axes.set_ylabel("reward per episode (block mean)")
     band = "; band: lowest to highest seed" if len(seeds) > 1 else ""
     axes.set_title(f"{first.get('experiment')} ({first.get('profile')} profile, seeds {seeds}){band}", fontsize=9)
     axes.grid(True, alpha=0.3)
