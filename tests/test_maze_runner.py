@@ -65,6 +65,7 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, capsys):
         (["--set", "rnn.lr=0"], "rnn.lr"),
         (["--set", "a2c.regulariser=l2"], "regulariser 'l2' is not one of sum-p2, entropy"),
         (["--method", "maml"], "unknown method 'maml' for maze"),
+        (["--stop-after", "0"], "stop_after must be a positive integer"),
     ],
 )
 def test_bad_arguments_are_one_line_errors_with_exit_2(tmp_path, capsys, extra, expected):

@@ -222,8 +222,6 @@ def _run_streams(args: argparse.Namespace, experiment, methods: list[str], profi
             f"{experiment.name} is a stream experiment (minutes, no checkpoints): --resume and "
             "--stop-after are not available; run it again instead"
         )
-    if args.stop_after is not None and args.stop_after < 1:
-        raise UsageError(f"--stop-after must be >= 1, got {args.stop_after}")
     check_seed(args.seed)
     if args.log != "none":
         raise UsageError(f"{experiment.name} has no logger: --log {args.log} is not available for it")

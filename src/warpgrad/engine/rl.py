@@ -27,6 +27,7 @@ from tqdm import tqdm
 from warpgrad.engine.checkpoint import check_config, checkpoint_path, load_checkpoint, save_checkpoint
 from warpgrad.engine.interrupt import TrainingInterrupted, _DeferredInterrupt, check_finite
 from warpgrad.engine.outdir import check_out_dir, removed_on_failure, start_fresh
+from warpgrad.engine.resolve import _check_stop_after
 from warpgrad.engine.results import RESULTS_FILE, ResultsRecord, format_table, mean_ci95, write_metrics_csv
 from warpgrad.engine.rl_curves import CURVES_FILE, plot_reward_curves
 from warpgrad.engine.threads import torch_threads
@@ -216,6 +217,7 @@ def run(
     with ``resume``, every method's checkpoint. A fresh run writes every method's episode-0
     checkpoint first, so any stop can be resumed; each finished method's entry is recorded at once.
     """
+    _check_stop_after(stop_after)
     out_dir = check_out_dir(out_dir)
     record = ResultsRecord(out_dir, experiment, profile, seed, command=command)
     if resume:
