@@ -159,8 +159,7 @@ def test_zero_order_estimate_with_es_gradient_adaptation_still_agrees(shaping, a
     theta, objectives = quadratic_tasks(seed=problem)
     maml, _ = maml_gradients(theta, objectives, alpha)
     es = ES(sigma=0.01, population=population, fitness_shaping="z-score", maximize=True)
-    # 20 pairs, σ_a 0.1; a loop is faster than vmap on a quadratic
-    adaptation = ESGradient(pairs=20, sigma=0.1, lr=alpha, fitness_shaping=shaping, vectorized=False)
+    adaptation = ESGradient(pairs=20, sigma=0.1, lr=alpha, fitness_shaping=shaping)
     estimate = zero_order_estimate({"w": theta}, objectives, adaptation, es, torch.Generator().manual_seed(2))
     assert cosine(-estimate.grad["w"], maml) > bound
     assert estimate.queries == 2 * population * 2 * (2 * 20 + 1)
@@ -181,6 +180,47 @@ def test_hill_climbing_never_lowers_the_return():
         assert adapted.queries == 9
     assert min(afters) >= before
     assert max(afters) > before
+
+
+def _hill_climbing_by_hand(theta, objective, noise, sigma):
+    """The paper's hill climbing with Python ifs, for comparison with the vmappable ``where``s."""
+    best, best_value = theta, float(objective(theta))
+    for k in range(noise["weight"].shape[0]):
+        proposal = {"weight": best["weight"] + sigma * noise["weight"][k]}
+        value = float(objective(proposal))
+        if value > best_value:
+            best, best_value = proposal, value
+    return best
+
+
+def test_hill_climbing_with_wheres_equals_the_ifs_by_hand():
+    family = Navigation2D(horizon=30)
+    generator = torch.Generator().manual_seed(3)
+    theta = linear([[0.3, -0.2, 0.05], [0.1, 0.2, -0.05]])
+    climbing = HillClimbing(proposals=12, sigma=0.2)
+    for _ in range(4):
+        task = family.sample(generator)
+        noise = climbing.noise(theta, generator)
+        expected = _hill_climbing_by_hand(theta, task.rollout_return, noise, 0.2)
+        assert torch.equal(climbing.apply(theta, task.rollout_return, noise).params["weight"], expected["weight"])
+
+
+@pytest.mark.parametrize("adaptation", [HillClimbing(proposals=4, sigma=0.1), ESGradient(pairs=3, sigma=0.1, lr=0.05)])
+def test_zero_order_members_under_vmap_equal_the_loop(adaptation):
+    family = FourCorners(horizon=25)
+    tasks = [family.sample(torch.Generator().manual_seed(s)) for s in range(2)]
+    theta = family.init_params(torch.Generator().manual_seed(0))
+    theta = {k: v.to(torch.float64) for k, v in theta.items()}
+    es = ES(sigma=0.1, population=5, fitness_shaping="z-score", maximize=True)
+    estimates = [
+        zero_order_estimate(
+            theta, [t.rollout_return for t in tasks], adaptation, es, torch.Generator().manual_seed(1), v
+        )
+        for v in (True, False)
+    ]
+    assert torch.allclose(estimates[0].values, estimates[1].values, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(estimates[0].grad["weight"], estimates[1].grad["weight"], rtol=1e-10, atol=1e-12)
+    assert estimates[0].queries == estimates[1].queries == 10 * 2 * (adaptation.queries + 1)
 
 
 def test_es_gradient_adaptation_improves_navigation_returns_on_average():

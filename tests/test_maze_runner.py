@@ -103,7 +103,7 @@ def test_several_seeds_draw_one_curve_plot_with_a_band(tmp_path, capsys):
     assert f"reward curves over 2 seeds: {out / 'reward_curves.png'}" in printed
     assert "over seeds" in printed
     assert (out / "reward_curves.png").read_bytes()[:4] == b"\x89PNG"
-    from warpgrad.engine.rl_curves import seed_curves
+    from warpgrad.engine.curves import seed_curves
 
     curves = seed_curves([_results(out / f"seed-{s}") for s in (0, 1)])
     episodes, per_seed = curves["rnn"]

@@ -25,11 +25,11 @@ import torch
 from tqdm import tqdm
 
 from warpgrad.engine.checkpoint import check_config, checkpoint_path, load_checkpoint, save_checkpoint
+from warpgrad.engine.curves import CURVES_FILE, plot_reward_curves
 from warpgrad.engine.interrupt import TrainingInterrupted, _DeferredInterrupt, check_finite
 from warpgrad.engine.outdir import check_out_dir, removed_on_failure, start_fresh
 from warpgrad.engine.resolve import _check_stop_after
 from warpgrad.engine.results import RESULTS_FILE, ResultsRecord, format_table, mean_ci95, write_metrics_csv
-from warpgrad.engine.rl_curves import CURVES_FILE, plot_reward_curves
 from warpgrad.engine.threads import torch_threads
 from warpgrad.errors import FileFormatError
 from warpgrad.methods.rl import A2C, A2CLoss, A2CUpdates

@@ -64,7 +64,7 @@ def z_scores(values: Tensor) -> Tensor:
     """``values`` minus their mean, over their standard deviation; all zeros if they are all equal."""
     centered = values - values.mean()
     std = values.std(correction=0)
-    return centered / std if std > 0 else torch.zeros_like(values)
+    return torch.where(std > 0, centered / torch.where(std > 0, std, 1.0), 0.0)  # a where: runs under vmap
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,8 +130,22 @@ class ES:
         check_generator(generator)
         if vectorized not in (None, True, False):
             raise UsageError(f"vectorized must be True, False or None, got {vectorized!r}")
-        n = self.population
-        eps = draw_noise(theta, n, generator)
+        return self.estimate_from_noise(objective, theta, draw_noise(theta, self.population, generator), vectorized)
+
+    def estimate_from_noise(
+        self, objective: Objective, params: Params, eps: Params, vectorized: bool | None = None
+    ) -> ESEstimate:
+        """:meth:`estimate` with the perturbation directions ``eps`` (one tensor of shape
+        ``(population, *p.shape)`` per parameter) given rather than drawn."""
+        grad, values, used_vmap = self.grad_from_noise(objective, params, eps, vectorized)
+        return ESEstimate(grad, values, 2 * self.population, float(values.mean()), used_vmap)
+
+    def grad_from_noise(
+        self, objective: Objective, params: Params, eps: Params, vectorized: bool | None = None
+    ) -> tuple[Params, Tensor, bool]:
+        """The gradient estimate, the 2n values and whether vmap evaluated them: tensors only, so
+        that it runs under an outer ``torch.func.vmap`` too."""
+        theta, n = params, self.population
         perturbed = {k: torch.cat([theta[k] + self.sigma * eps[k], theta[k] - self.sigma * eps[k]]) for k in theta}
 
         with torch.no_grad():
@@ -141,7 +155,7 @@ class ES:
         shaped = self._shape(losses)
         diff = shaped[:n] - shaped[n:]
         grad = {k: torch.tensordot(diff.to(e.dtype), e, dims=1) / (2 * n * self.sigma) for k, e in eps.items()}
-        return ESEstimate(grad, values, 2 * n, float(values.mean()), used_vmap)
+        return grad, values, used_vmap
 
     def _evaluate(
         self, objective: Objective, perturbed: Params, count: int, vectorized: bool | None

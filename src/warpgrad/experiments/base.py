@@ -2,7 +2,8 @@
 
 :class:`Profile` (a schedule and options at one scale, with ``--set`` overrides), :class:`MethodSpec`,
 :class:`Experiment` and its variants run by runners of their own: :class:`StreamExperiment`,
-:class:`SequentialExperiment` (continual learning) and :class:`RLExperiment` (reinforcement learning).
+:class:`SequentialExperiment` (continual learning), :class:`RLExperiment` (reinforcement learning)
+and :class:`TrialExperiment` (methods that each make one training run, compared side by side).
 """
 
 from __future__ import annotations
@@ -198,6 +199,19 @@ class RLExperiment(StreamExperiment):
 
     make_env: Callable[[Profile], Any] | None = None
     runner: str = "warpgrad.engine.rl"
+
+
+@dataclass(frozen=True)
+class TrialExperiment(StreamExperiment):
+    """An experiment whose methods each make one training run of minutes (no checkpoints), run by
+    :mod:`warpgrad.engine.trials`: ``MethodSpec.build(profile)`` returns a *trial*, an object with
+    ``run(seed, method_dir, progress) -> entry`` that trains, evaluates and returns its results
+    entry (``history`` rows hold ``step`` and the ``curve`` column; files it keeps, such as learned
+    weights, go in ``method_dir``). ``curve`` is (history column, x label, y label, log y) of the
+    plot the runner draws over every method."""
+
+    curve: tuple[str, str, str, bool] = ("loss", "step", "loss", False)
+    runner: str = "warpgrad.engine.trials"
 
 
 # ------------------------------------------------------------------------------ shared helpers

@@ -35,8 +35,10 @@ A *query* is one evaluation of some f_T (one rollout on the navigation tasks). A
 costs 2n·m·(q_U + 1) queries, the 1 evaluating the adapted member; a first-order step costs
 m·(q_U + 2n). Each estimate reports its count, to compare methods at equal queries.
 
-Common random numbers: in step 3 every member adapts with the same adaptation noise (a generator
-seeded once per meta-step), so v_j^+ − v_j^− reflects ε_j rather than luck in the adaptation.
+Common random numbers: in step 3 every member adapts with the same adaptation noise (drawn once
+per meta-step and task), so v_j^+ − v_j^− reflects ε_j rather than luck in the adaptation. With
+the noise drawn up front every adaptation is deterministic, and the 2n members (each adapting
+and evaluating on every task) run side by side under ``torch.func.vmap``.
 The noise is independent of ε, so the estimate of the smoothed gradient stays unbiased. The
 members share the task batch too (the paper's Algorithm 1 draws a task per perturbation).
 """
@@ -82,10 +84,22 @@ class Adapted:
 
 
 class Adaptation(Protocol):
+    """U(θ, T). ``noise`` draws every random number one call uses; ``apply`` is then deterministic
+    (and runs under ``torch.func.vmap``); calling the operator does both."""
+
     queries: int  # the queries one call uses
-    vectorizable: bool  # draws no random numbers, so members can be adapted under vmap
+
+    def noise(self, theta: Params, generator: torch.Generator) -> Params: ...
+
+    def apply(self, theta: Params, objective: ReturnFn, noise: Params) -> Adapted: ...
 
     def __call__(self, theta: Params, objective: ReturnFn, generator: torch.Generator) -> Adapted: ...
+
+
+class _DrawsThenApplies:
+    def __call__(self, theta: Params, objective: ReturnFn, generator: torch.Generator) -> Adapted:
+        theta = check_params(theta)
+        return self.apply(theta, objective, self.noise(theta, generator))  # type: ignore[attr-defined]
 
 
 def _shift(theta: Params, direction: Params, scale: float) -> Params:
@@ -93,7 +107,7 @@ def _shift(theta: Params, direction: Params, scale: float) -> Params:
 
 
 @dataclass(frozen=True)
-class ESGradient:
+class ESGradient(_DrawsThenApplies):
     """θ' = θ − α·ĝ with ĝ the antithetic ES estimate (K pairs, scale σ_a, shaped values) of the
     gradient of −f_T: the paper's Monte Carlo ES-gradient adaptation."""
 
@@ -101,8 +115,6 @@ class ESGradient:
     sigma: float = 0.1
     lr: float = 0.05
     fitness_shaping: str = "z-score"
-    vectorized: bool | None = None  # passed to ES.estimate: vmap the queries, loop, or try vmap
-    vectorizable = False
 
     def __post_init__(self) -> None:
         check_count(self.pairs, "pairs")
@@ -113,19 +125,22 @@ class ESGradient:
     def queries(self) -> int:
         return 2 * self.pairs
 
-    def __call__(self, theta: Params, objective: ReturnFn, generator: torch.Generator) -> Adapted:
+    def noise(self, theta: Params, generator: torch.Generator) -> Params:
+        return draw_noise(theta, self.pairs, generator)
+
+    def apply(self, theta: Params, objective: ReturnFn, noise: Params) -> Adapted:
         es = ES(self.sigma, self.pairs, self.fitness_shaping, maximize=True)
-        estimate = es.estimate(objective, theta, generator, self.vectorized)
-        return Adapted(_shift(theta, estimate.grad, -self.lr), estimate.evaluations)
+        grad, _, _ = es.grad_from_noise(objective, theta, noise)
+        return Adapted(_shift(theta, grad, -self.lr), self.queries)
 
 
 @dataclass(frozen=True)
-class HillClimbing:
-    """K sequential proposals θ* + σ_aδ_k, each accepted if it raises the return."""
+class HillClimbing(_DrawsThenApplies):
+    """K sequential proposals θ* + σ_aδ_k, each accepted if it raises the return (a ``where``, not
+    an ``if``, so that members adapt side by side under vmap)."""
 
     proposals: int = 20
     sigma: float = 0.1
-    vectorizable = False
 
     def __post_init__(self) -> None:
         check_count(self.proposals, "proposals")
@@ -135,16 +150,19 @@ class HillClimbing:
     def queries(self) -> int:
         return self.proposals + 1
 
-    def __call__(self, theta: Params, objective: ReturnFn, generator: torch.Generator) -> Adapted:
-        best = check_params(theta)
+    def noise(self, theta: Params, generator: torch.Generator) -> Params:
+        return draw_noise(theta, self.proposals, generator)
+
+    def apply(self, theta: Params, objective: ReturnFn, noise: Params) -> Adapted:
+        best = theta
         with torch.no_grad():
             best_value = objective(best)
-            for _ in range(self.proposals):
-                delta = {k: e[0] for k, e in draw_noise(best, 1, generator).items()}
-                proposal = _shift(best, delta, self.sigma)
+            for k in range(self.proposals):
+                proposal = _shift(best, {name: e[k] for name, e in noise.items()}, self.sigma)
                 value = objective(proposal)
-                if value > best_value:
-                    best, best_value = proposal, value
+                better = value > best_value
+                best = {name: torch.where(better, proposal[name], best[name]) for name in best}
+                best_value = torch.where(better, value, best_value)
         return Adapted(best, self.queries)
 
 
@@ -154,14 +172,19 @@ class GradientStep:
     differentiable f_T. Under ES-MAML it is still differentiated through by ES, never by autograd."""
 
     lr: float = 0.05
-    vectorizable = True
     queries = 1
 
     def __post_init__(self) -> None:
         check_sigma(self.lr, "lr")
 
-    def __call__(self, theta: Params, objective: ReturnFn, generator: torch.Generator | None = None) -> Adapted:
+    def noise(self, theta: Params, generator: torch.Generator | None = None) -> Params:
+        return {}
+
+    def apply(self, theta: Params, objective: ReturnFn, noise: Params | None = None) -> Adapted:
         return Adapted(_shift(theta, torch.func.grad(objective)(theta), self.lr), self.queries)
+
+    def __call__(self, theta: Params, objective: ReturnFn, generator: torch.Generator | None = None) -> Adapted:
+        return self.apply(theta, objective)
 
 
 #: the adaptation operators :class:`ESMAMLConfig` can name
@@ -195,18 +218,22 @@ def _check_estimate_args(objectives: Sequence[ReturnFn], es: ES, generator: torc
 
 
 def zero_order_estimate(
-    theta: Params, objectives: Sequence[ReturnFn], adaptation: Adaptation, es: ES, generator: torch.Generator
+    theta: Params,
+    objectives: Sequence[ReturnFn],
+    adaptation: Adaptation,
+    es: ES,
+    generator: torch.Generator,
+    vectorized: bool | None = None,
 ) -> MetaEstimate:
-    """Steps 2–4 of zero-order ES-MAML on the tasks whose returns are ``objectives``."""
+    """Steps 2–4 of zero-order ES-MAML on the tasks whose returns are ``objectives``; the members
+    are evaluated under vmap, in a loop, or (None) under vmap if the objectives allow it."""
     _check_estimate_args(objectives, es, generator)
-    seed = int(torch.randint(2**62, (), generator=generator))
+    noises = [adaptation.noise(theta, generator) for _ in objectives]  # common to every member
 
     def member_value(params: Params) -> Tensor:
-        adaptation_noise = torch.Generator(device=generator.device).manual_seed(seed)
-        adapted = [f(adaptation(params, f, adaptation_noise).params) for f in objectives]
+        adapted = [f(adaptation.apply(params, f, noise).params) for f, noise in zip(objectives, noises)]
         return torch.stack(adapted).mean()
 
-    vectorized = None if adaptation.vectorizable else False
     estimate = es.estimate(member_value, theta, generator, vectorized)
     queries = estimate.evaluations * len(objectives) * (adaptation.queries + 1)
     return MetaEstimate(estimate.grad, estimate.values, queries, estimate.mean_value)

@@ -1,0 +1,77 @@
+"""Runs trial experiments (:class:`~warpgrad.experiments.base.TrialExperiment`): each method is
+one training run of minutes, built by its ``MethodSpec`` and run by ``trial.run(seed, method_dir,
+progress)``, which returns its results entry.
+
+Methods run one after another; each entry is recorded in ``results.json`` as soon as its method
+finishes and the curves of every method so far are redrawn (``curves.png``). A method's directory
+(``out_dir/METHOD``, for what a trial keeps, e.g. learned weights and ``metrics.csv``) is removed
+if its trial fails, so a failed method leaves nothing half-written. There are no checkpoints:
+an interrupted method is run again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from warpgrad.engine.curves import plot_curves
+from warpgrad.engine.outdir import check_out_dir, removed_on_failure, start_fresh
+from warpgrad.engine.results import RESULTS_FILE, ResultsRecord, format_table, write_metrics_csv
+from warpgrad.engine.threads import torch_threads
+
+CURVES_FILE = "curves.png"
+METRICS_FILE = "metrics.csv"
+
+
+def run(
+    experiment: Any,
+    methods: list[str],
+    profile: Any,
+    seed: int,
+    out_dir: str | Path,
+    progress: bool = True,
+    overwrite: bool = False,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run ``methods`` of a trial experiment; write and return the merged results."""
+    out_dir = check_out_dir(out_dir)
+    record = ResultsRecord(out_dir, experiment, profile, seed, command=command)
+    start_fresh(record, methods, overwrite)
+    results: dict[str, Any] = {}
+    with torch_threads(profile.options.get("threads")):
+        for method in methods:
+            with removed_on_failure(out_dir, [method]):
+                trial = experiment.method(method).build(profile)
+                method_dir = out_dir / method
+                method_dir.mkdir(parents=True, exist_ok=True)
+                entry = trial.run(seed, method_dir, progress)
+                write_metrics_csv(method_dir / METRICS_FILE, entry["history"])
+                results = record.add({method: entry}, metric=entry["metric"], lower_is_better=entry["lower_is_better"])
+            column, xlabel, ylabel, log_y = experiment.curve
+            plot_curves([results], out_dir / CURVES_FILE, column, xlabel, ylabel, log_y)
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    return format_table(results)
+
+
+def outputs(out_dir: str | Path) -> str:
+    """What a trial run writes, for the CLI."""
+    out_dir = Path(out_dir)
+    return (
+        f"results: {out_dir / RESULTS_FILE}\ncurves: {out_dir / CURVES_FILE}\n"
+        f"per-method {METRICS_FILE} (and what each method keeps): {out_dir}/METHOD/"
+    )
+
+
+def after_seeds(out_dirs: list[Path]) -> str:
+    """After ``--seeds``: every seed's curves in one plot, next to the seeds' directories."""
+    from warpgrad.engine.results import load_results
+    from warpgrad.experiments import get_experiment
+
+    results = [r for r in (load_results(d / RESULTS_FILE) for d in out_dirs) if r is not None]
+    column, xlabel, ylabel, log_y = get_experiment(results[0]["experiment"]).curve
+    path = out_dirs[0].parent / CURVES_FILE
+    plot_curves(results, path, column, xlabel, ylabel, log_y)
+    return f"curves over {len(results)} seeds: {path}"
