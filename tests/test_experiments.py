@@ -15,7 +15,7 @@ from warpgrad.experiments import (
     get_experiment,
     register_experiment,
 )
-from warpgrad.experiments.base import RLExperiment
+from warpgrad.experiments.base import RLExperiment, TrialExperiment
 
 
 @pytest.mark.parametrize("experiment", list(EXPERIMENTS))
@@ -29,6 +29,9 @@ def test_every_method_builds_from_every_profile(experiment):
             step = getattr(learner, "meta_step", None) or getattr(learner, "train_experience", None)
             if isinstance(exp, RLExperiment):  # agents act step by step: forward(observation, state)
                 step = learner.forward if callable(learner.initial_state) else None
+            if isinstance(exp, TrialExperiment):  # one training run: run(seed, method_dir, progress)
+                assert callable(learner.run)
+                continue
             assert callable(step) and callable(learner.state_dict)
             if "ways" in profile.options and hasattr(learner.model, "classifier"):  # head sized to the task
                 assert learner.model.classifier.out_features == profile.options["ways"]
@@ -123,3 +126,18 @@ def test_register_experiment_adds_a_users_experiment():
             register_experiment(replace(mine, name="sine"))
     finally:
         EXPERIMENTS.pop("registered-sine", None)
+
+
+def test_every_experiment_module_imports_first_in_a_fresh_interpreter():
+    """No import cycle: each module of warpgrad.experiments can be the first thing a user imports."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import warpgrad.experiments as package
+
+    names = [f"warpgrad.experiments.{m.name}" for m in pkgutil.iter_modules(package.__path__)]
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)"
+    for name in names:
+        done = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True)
+        assert done.returncode == 0, (name, done.stderr[-2000:])

@@ -53,7 +53,8 @@ def plot_curves(
             continue
         columns = list(zip(*per_seed))
         mean = [sum(c) / len(c) for c in columns]
-        (line,) = axes.plot(episodes, mean, linewidth=1.5, label=f"{name} ({len(per_seed)} seeds)")
+        seeds = f"{len(per_seed)} seed" + ("s" if len(per_seed) > 1 else "")
+        (line,) = axes.plot(episodes, mean, linewidth=1.5, label=f"{name} ({seeds})")
         if len(per_seed) > 1:
             low, high = [min(c) for c in columns], [max(c) for c in columns]
             axes.fill_between(episodes, low, high, alpha=0.2, color=line.get_color())
@@ -87,11 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="results.json files or directories holding them")
     parser.add_argument("--column", default="reward", help="the history column to draw (default: reward)")
     parser.add_argument("--xlabel", default="episode", help="the x axis label (default: episode)")
+    parser.add_argument("--ylabel", help="the y axis label (default: the column)")
     parser.add_argument("--log-y", action="store_true", help="a logarithmic y axis")
     args = parser.parse_args(argv)
     runs = load_runs(args.paths)
     results = [{"experiment": r.experiment, "profile": r.profile, "seed": r.seed, "methods": r.methods} for r in runs]
-    plot_curves(results, Path(args.out), args.column, args.xlabel, args.column, args.log_y)
+    plot_curves(results, Path(args.out), args.column, args.xlabel, args.ylabel or args.column, args.log_y)
     print(f"{args.out}: {len(runs)} runs")
     return 0
 

@@ -39,8 +39,10 @@ from warpgrad.experiments.base import (
     RLExperiment,
     SequentialExperiment,
     StreamExperiment,
+    TrialExperiment,
 )
 from warpgrad.experiments.continual import SINE_CONTINUAL
+from warpgrad.experiments.fop import FOP_EXPERIMENT
 from warpgrad.experiments.images import (
     KANJI_FEWSHOT,
     KANJI_MULTISHOT,
@@ -50,8 +52,10 @@ from warpgrad.experiments.images import (
     TIEREDIMAGENET,
     _load_dataset,
 )
+from warpgrad.experiments.learned_optimizer import LEARNED_OPTIMIZER
 from warpgrad.experiments.maze import MAZE
 from warpgrad.experiments.methods import METHODS, build_method, method_specs
+from warpgrad.experiments.navigation import FOUR_CORNERS, NAVIGATION
 from warpgrad.experiments.sequential import KANJI_SEQUENTIAL, OMNIGLOT_SEQUENTIAL
 from warpgrad.experiments.sine import SINE
 from warpgrad.experiments.streams import (
@@ -69,12 +73,16 @@ __all__ = [
     "EXPERIMENTS",
     "FMNIST_PERMUTED",
     "FMNIST_SPLIT",
+    "FOP_EXPERIMENT",
+    "FOUR_CORNERS",
     "KANJI_FEWSHOT",
     "KANJI_MULTISHOT",
     "KANJI_SEQUENTIAL",
+    "LEARNED_OPTIMIZER",
     "MAZE",
     "METHODS",
     "MINIIMAGENET",
+    "NAVIGATION",
     "OMNIGLOT_FEWSHOT",
     "OMNIGLOT_MULTISHOT",
     "OMNIGLOT_SEQUENTIAL",
@@ -91,6 +99,7 @@ __all__ = [
     "RLExperiment",
     "SequentialExperiment",
     "StreamExperiment",
+    "TrialExperiment",
     "_arrays",
     "_load_dataset",
     "_stream_arrays",
@@ -117,6 +126,10 @@ EXPERIMENTS: dict[str, Experiment] = {
         KANJI_SEQUENTIAL,
         OMNIGLOT_SEQUENTIAL,
         MAZE,
+        FOP_EXPERIMENT,
+        LEARNED_OPTIMIZER,
+        NAVIGATION,
+        FOUR_CORNERS,
     )
 }
 

@@ -47,15 +47,25 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 from warpgrad.core.tree import Params
 from warpgrad.errors import TrainingDiverged, UsageError
-from warpgrad.estimators._common import check_count, check_generator, check_params, check_sigma, draw_noise
+from warpgrad.estimators._common import check_count, check_generator, check_params, check_sigma
 from warpgrad.estimators.es import ES, FITNESS_SHAPINGS
+from warpgrad.methods.es_adaptations import (
+    ADAPTATIONS,
+    Adaptation,
+    Adapted,
+    ESGradient,
+    GradientStep,
+    HillClimbing,
+    ReturnFn,
+    _shift,
+)
 
 __all__ = [
     "ADAPTATIONS",
@@ -67,128 +77,12 @@ __all__ = [
     "GradientStep",
     "MetaEstimate",
     "zero_order_estimate",
+    "evaluate_adaptation",
     "first_order_estimate",
     "ESMAMLConfig",
     "ESMAML",
 ]
 
-ReturnFn = Callable[[Params], Tensor]  # f_T: policy parameters -> scalar return, to be maximised
-
-
-@dataclass(frozen=True, eq=False)
-class Adapted:
-    """U(θ, T): the adapted parameters and the number of queries of f_T it took."""
-
-    params: Params
-    queries: int
-
-
-class Adaptation(Protocol):
-    """U(θ, T). ``noise`` draws every random number one call uses; ``apply`` is then deterministic
-    (and runs under ``torch.func.vmap``); calling the operator does both."""
-
-    queries: int  # the queries one call uses
-
-    def noise(self, theta: Params, generator: torch.Generator) -> Params: ...
-
-    def apply(self, theta: Params, objective: ReturnFn, noise: Params) -> Adapted: ...
-
-    def __call__(self, theta: Params, objective: ReturnFn, generator: torch.Generator) -> Adapted: ...
-
-
-class _DrawsThenApplies:
-    def __call__(self, theta: Params, objective: ReturnFn, generator: torch.Generator) -> Adapted:
-        theta = check_params(theta)
-        return self.apply(theta, objective, self.noise(theta, generator))  # type: ignore[attr-defined]
-
-
-def _shift(theta: Params, direction: Params, scale: float) -> Params:
-    return {k: theta[k] + scale * direction[k] for k in theta}
-
-
-@dataclass(frozen=True)
-class ESGradient(_DrawsThenApplies):
-    """θ' = θ − α·ĝ with ĝ the antithetic ES estimate (K pairs, scale σ_a, shaped values) of the
-    gradient of −f_T: the paper's Monte Carlo ES-gradient adaptation."""
-
-    pairs: int = 20
-    sigma: float = 0.1
-    lr: float = 0.05
-    fitness_shaping: str = "z-score"
-
-    def __post_init__(self) -> None:
-        check_count(self.pairs, "pairs")
-        check_sigma(self.lr, "lr")
-        ES(self.sigma, self.pairs, self.fitness_shaping)  # checks sigma and fitness_shaping
-
-    @property
-    def queries(self) -> int:
-        return 2 * self.pairs
-
-    def noise(self, theta: Params, generator: torch.Generator) -> Params:
-        return draw_noise(theta, self.pairs, generator)
-
-    def apply(self, theta: Params, objective: ReturnFn, noise: Params) -> Adapted:
-        es = ES(self.sigma, self.pairs, self.fitness_shaping, maximize=True)
-        grad, _, _ = es.grad_from_noise(objective, theta, noise)
-        return Adapted(_shift(theta, grad, -self.lr), self.queries)
-
-
-@dataclass(frozen=True)
-class HillClimbing(_DrawsThenApplies):
-    """K sequential proposals θ* + σ_aδ_k, each accepted if it raises the return (a ``where``, not
-    an ``if``, so that members adapt side by side under vmap)."""
-
-    proposals: int = 20
-    sigma: float = 0.1
-
-    def __post_init__(self) -> None:
-        check_count(self.proposals, "proposals")
-        check_sigma(self.sigma)
-
-    @property
-    def queries(self) -> int:
-        return self.proposals + 1
-
-    def noise(self, theta: Params, generator: torch.Generator) -> Params:
-        return draw_noise(theta, self.proposals, generator)
-
-    def apply(self, theta: Params, objective: ReturnFn, noise: Params) -> Adapted:
-        best = theta
-        with torch.no_grad():
-            best_value = objective(best)
-            for k in range(self.proposals):
-                proposal = _shift(best, {name: e[k] for name, e in noise.items()}, self.sigma)
-                value = objective(proposal)
-                better = value > best_value
-                best = {name: torch.where(better, proposal[name], best[name]) for name in best}
-                best_value = torch.where(better, value, best_value)
-        return Adapted(best, self.queries)
-
-
-@dataclass(frozen=True)
-class GradientStep:
-    """θ' = θ + α∇f_T(θ) with the exact gradient (``torch.func.grad``): MAML's adaptation, for a
-    differentiable f_T. Under ES-MAML it is still differentiated through by ES, never by autograd."""
-
-    lr: float = 0.05
-    queries = 1
-
-    def __post_init__(self) -> None:
-        check_sigma(self.lr, "lr")
-
-    def noise(self, theta: Params, generator: torch.Generator | None = None) -> Params:
-        return {}
-
-    def apply(self, theta: Params, objective: ReturnFn, noise: Params | None = None) -> Adapted:
-        return Adapted(_shift(theta, torch.func.grad(objective)(theta), self.lr), self.queries)
-
-    def __call__(self, theta: Params, objective: ReturnFn, generator: torch.Generator | None = None) -> Adapted:
-        return self.apply(theta, objective)
-
-
-#: the adaptation operators :class:`ESMAMLConfig` can name
-ADAPTATIONS = {"es-gradient": ESGradient, "hill-climbing": HillClimbing}
 VARIANTS = ("zero-order", "first-order")
 
 
@@ -255,6 +149,27 @@ def first_order_estimate(
     return MetaEstimate(grad, torch.tensor(values), queries, sum(values) / len(values))
 
 
+def evaluate_adaptation(learner: Any, tasks: Sequence[Any], generator: torch.Generator) -> dict[str, Any]:
+    """The return of ``learner.theta`` before (``pre``) and after (``post``) ``learner.adapt`` on each
+    of ``tasks``, their means, and the queries made (each task: its adaptation's and two more)."""
+    if not tasks:
+        raise UsageError("evaluate needs at least one task, got none")
+    before, after, queries = [], [], 0
+    for task in tasks:
+        adapted = learner.adapt(learner.theta, task, generator)
+        with torch.no_grad():
+            before.append(float(task.rollout_return(learner.theta)))
+            after.append(float(task.rollout_return(adapted.params)))
+        queries += adapted.queries + 2
+    return {
+        "pre_return": sum(before) / len(before),
+        "post_return": sum(after) / len(after),
+        "pre": before,
+        "post": after,
+        "queries": queries,
+    }
+
+
 @dataclass(frozen=True)
 class ESMAMLConfig:
     """ES-MAML's settings. The defaults are those of the paper's released code for the navigation
@@ -300,6 +215,14 @@ class ESMAMLConfig:
             )
         self.make_adaptation()
         self.make_estimator()
+
+    @property
+    def queries_per_step(self) -> int:
+        """The queries of one meta-step (module docstring): 2n·m·(q_U + 1) or m·(q_U + 2n)."""
+        q_u = self.make_adaptation().queries
+        if self.variant == "zero-order":
+            return 2 * self.population * self.task_batch * (q_u + 1)
+        return self.task_batch * (q_u + 2 * self.population)
 
     def make_adaptation(self) -> Adaptation:
         if self.adaptation == "hill-climbing":
@@ -355,18 +278,9 @@ class ESMAML:
         check_generator(generator)
         return self.adaptation(check_params(theta), task.rollout_return, generator)
 
-    def evaluate(self, tasks: Sequence[Any], generator: torch.Generator) -> dict[str, float | int]:
-        """Mean return of θ before and after adaptation on ``tasks``; queries include both."""
-        if not tasks:
-            raise UsageError("evaluate needs at least one task, got none")
-        before, after, queries = [], [], 0
-        with torch.no_grad():
-            for task in tasks:
-                adapted = self.adapt(self.theta, task, generator)
-                before.append(float(task.rollout_return(self.theta)))
-                after.append(float(task.rollout_return(adapted.params)))
-                queries += adapted.queries + 2
-        return {"pre_return": sum(before) / len(before), "post_return": sum(after) / len(after), "queries": queries}
+    def evaluate(self, tasks: Sequence[Any], generator: torch.Generator) -> dict[str, Any]:
+        """Return of θ before and after adaptation on ``tasks``: see :func:`evaluate_adaptation`."""
+        return evaluate_adaptation(self, tasks, generator)
 
     def state_dict(self) -> dict[str, Any]:
         return {
