@@ -29,6 +29,7 @@ from warpgrad.methods.base import MetaLearner, NoMetaLearning
 from warpgrad.methods.finetune import FineTune
 from warpgrad.methods.leap import Leap
 from warpgrad.methods.maml import MAML, MetaSGD
+from warpgrad.methods.metafop import MetaFOP
 from warpgrad.methods.registry import register
 from warpgrad.methods.reptile import Reptile
 from warpgrad.methods.tnets import TNets
@@ -109,6 +110,7 @@ __all__ = [
     "WarpGrad",
     "MAML",
     "MetaSGD",
+    "MetaFOP",
     "ANIL",
     "Reptile",
     "Leap",

@@ -119,7 +119,7 @@ def _load_builtins() -> None:
 
 
 #: the order ``warpgrad list`` and ``--method all`` use for the built-in methods (others follow)
-ORDER = ("baseline", "warpgrad", "maml", "fomaml", "metasgd", "reptile", "leap", "tnets", "finetune")
+ORDER = ("baseline", "warpgrad", "maml", "fomaml", "metasgd", "metafop", "reptile", "leap", "tnets", "finetune")
 
 
 def registered() -> dict[str, MethodInfo]:
