@@ -120,3 +120,15 @@ def test_fop_first_step_is_its_base_optimisers_step(base):
     preconditioned = [p.dim() > 1 for p in initial]
     assert sum(preconditioned) == 4
     assert [not torch.equal(a, b) for a, b in zip(plain[1], fop[1])] == preconditioned
+
+
+def test_the_validation_split_holds_out_a_sixth_of_the_training_images():
+    from warpgrad.experiments.fop import validation_split
+
+    x = torch.arange(60.0).reshape(60, 1)
+    (train_x, train_y), (val_x, val_y) = validation_split(x, torch.arange(60))
+    assert len(val_x) == 10 and len(train_x) == 50
+    assert set(train_y.tolist()).isdisjoint(val_y.tolist()) and set(train_y.tolist()) | set(val_y.tolist()) == set(
+        range(60)
+    )
+    assert torch.equal(validation_split(x, torch.arange(60))[1][1], val_y)  # fixed, whatever the run
