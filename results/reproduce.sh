@@ -33,6 +33,12 @@ run fmnist-permuted-quick fmnist-permuted --method sgd,ewc,ewc-empirical,ewc-onl
 run fmnist-split-task-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick
 run fmnist-split-class-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick \
     --set scenario=class --set ewc_lambda=10
+run navigation-quick navigation --method es-maml,es-maml-hc,maml-sim,fomaml-sim --profile quick
+run four-corners-quick four-corners --method es-maml,es-maml-hc,maml-sim,fomaml-sim --profile quick
+run fop-quick fop --method sgd,fop-sgd,momentum,fop-momentum,adam,fop-adam --profile quick
+run fop-kanji-quick fop --method sgd,fop-sgd,momentum,fop-momentum,adam,fop-adam --profile quick --set data=kanji
+run learned-optimizer-quick learned-optimizer --method learned,adam,sgd --profile quick
+# FOP's hyper_lr grid on validation images (results/fop-tuning): bash results/tune_fop.sh
 # about 5.5 hours on one core (3 seeds × 4 methods; seeds can run side by side: run maze-quick with
 # --seeds replaced by one --seed each in separate processes, into results/maze-quick/seed-S)
 run maze-quick maze --method warp-rnn,rnn,hebbian,backpropamine --profile quick --seeds 0-2
