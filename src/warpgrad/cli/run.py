@@ -216,10 +216,12 @@ def _run_streams(args: argparse.Namespace, experiment, methods: list[str], profi
     from warpgrad.engine.loop import check_seed
 
     runner = importlib.import_module(experiment.runner)
-    checkpoints = getattr(runner, "CHECKPOINTS", False)
+    checkpoints = getattr(runner, "CHECKPOINTS", False) and getattr(experiment, "resumable", True)
+    unit = getattr(runner, "UNIT", "episodes")
     if not checkpoints and (args.resume or args.stop_after is not None):
+        kind = "is a stream experiment" if runner.__name__.endswith("streams") else "has no checkpoints"
         raise UsageError(
-            f"{experiment.name} is a stream experiment (minutes, no checkpoints): --resume and "
+            f"{experiment.name} {kind} (minutes, no checkpoints): --resume and "
             "--stop-after are not available; run it again instead"
         )
     check_seed(args.seed)
@@ -242,9 +244,9 @@ def _run_streams(args: argparse.Namespace, experiment, methods: list[str], profi
     except KeyboardInterrupt as stop:
         if not checkpoints:
             raise
-        return _interrupted(stop, "episode", resume, print)
+        return _interrupted(stop, unit.rstrip("s"), resume, print)
     if results is None:
-        print(f"stopped after {args.stop_after} episodes as asked; resume with: {resume}")
+        print(f"stopped after {args.stop_after} {unit} as asked; resume with: {resume}")
         return EXIT_OK
     print(runner.table(results))
     print(f"\n{runner.outputs(out_dir)}")

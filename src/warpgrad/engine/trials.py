@@ -5,8 +5,13 @@ progress)``, which returns its results entry.
 Methods run one after another; each entry is recorded in ``results.json`` as soon as its method
 finishes and the curves of every method so far are redrawn (``curves.png``). A method's directory
 (``out_dir/METHOD``, for what a trial keeps, e.g. learned weights and ``metrics.csv``) is removed
-if its trial fails, so a failed method leaves nothing half-written. There are no checkpoints:
-an interrupted method is run again.
+if its trial fails, so a failed method leaves nothing half-written.
+
+Most trials have no checkpoints: an interrupted method is run again. A
+:class:`~warpgrad.experiments.base.TrialExperiment` with ``resumable=True`` has trials whose
+``run`` also takes ``resume`` and ``stop_after`` (meta-steps of this call) and returns ``None``
+when stopped; their directories (and checkpoints) are kept when they stop or are interrupted, and
+``--resume`` continues every method that has no entry yet.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from warpgrad.engine.outdir import check_out_dir, removed_on_failure, start_fres
 from warpgrad.engine.results import RESULTS_FILE, ResultsRecord, format_table, write_metrics_csv
 from warpgrad.engine.threads import torch_threads
 
+CHECKPOINTS = True  # for the experiments that say resumable=True (see warpgrad.cli.run)
+UNIT = "meta-steps"
 CURVES_FILE = "curves.png"
 METRICS_FILE = "metrics.csv"
 
@@ -32,19 +39,38 @@ def run(
     progress: bool = True,
     overwrite: bool = False,
     command: str | None = None,
-) -> dict[str, Any]:
-    """Run ``methods`` of a trial experiment; write and return the merged results."""
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> dict[str, Any] | None:
+    """Run ``methods`` of a trial experiment; write and return the merged results (``None`` when
+    ``stop_after`` stopped a method before its end)."""
+    from warpgrad.engine.resolve import _check_stop_after
+    from warpgrad.errors import UsageError
+
+    resumable = getattr(experiment, "resumable", False)
+    if (resume or stop_after is not None) and not resumable:
+        raise UsageError(
+            f"{experiment.name}'s methods have no checkpoints (minutes each): --resume and --stop-after "
+            "are not available; run it again instead"
+        )
+    _check_stop_after(stop_after)
     out_dir = check_out_dir(out_dir)
     record = ResultsRecord(out_dir, experiment, profile, seed, command=command)
-    start_fresh(record, methods, overwrite)
-    results: dict[str, Any] = {}
+    if not resume:
+        start_fresh(record, methods, overwrite)
+    results: dict[str, Any] = record.results or {}
+    options = {"resume": resume, "stop_after": stop_after} if resumable else {}
     with torch_threads(profile.options.get("threads")):
         for method in methods:
-            with removed_on_failure(out_dir, [method]):
+            if resume and method in (record.results or {}).get("methods", {}):
+                continue  # finished before
+            with removed_on_failure(out_dir, [method], enabled=not resumable):
                 trial = experiment.method(method).build(profile)
                 method_dir = out_dir / method
                 method_dir.mkdir(parents=True, exist_ok=True)
-                entry = trial.run(seed, method_dir, progress)
+                entry = trial.run(seed, method_dir, progress, **options)
+                if entry is None:
+                    return None
                 write_metrics_csv(method_dir / METRICS_FILE, entry["history"])
                 results = record.add({method: entry}, metric=entry["metric"], lower_is_better=entry["lower_is_better"])
             column, xlabel, ylabel, log_y = experiment.curve

@@ -53,6 +53,7 @@ from warpgrad.experiments.images import (
     _load_dataset,
 )
 from warpgrad.experiments.learned_optimizer import LEARNED_OPTIMIZER
+from warpgrad.experiments.learned_rules import LEARNED_RULES
 from warpgrad.experiments.maze import MAZE
 from warpgrad.experiments.methods import METHODS, build_method, method_specs
 from warpgrad.experiments.navigation import FOUR_CORNERS, NAVIGATION
@@ -79,6 +80,7 @@ __all__ = [
     "KANJI_MULTISHOT",
     "KANJI_SEQUENTIAL",
     "LEARNED_OPTIMIZER",
+    "LEARNED_RULES",
     "MAZE",
     "METHODS",
     "MINIIMAGENET",
@@ -128,6 +130,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         MAZE,
         FOP_EXPERIMENT,
         LEARNED_OPTIMIZER,
+        LEARNED_RULES,
         NAVIGATION,
         FOUR_CORNERS,
     )

@@ -211,6 +211,7 @@ class TrialExperiment(StreamExperiment):
     plot the runner draws over every method."""
 
     curve: tuple[str, str, str, bool] = ("loss", "step", "loss", False)
+    resumable: bool = False  # trials take resume and stop_after (see warpgrad.engine.trials)
     runner: str = "warpgrad.engine.trials"
 
 
