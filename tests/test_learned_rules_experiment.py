@@ -25,13 +25,13 @@ def _entries(out):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("rules") / "run"
-    assert _run("--method", "blur,vsml,sgd,adam", "--out", out) == 0
+    assert _run("--method", "blur,vsml,local-rules,sgd,adam", "--out", out) == 0
     return out
 
 
 def test_smoke_run_tests_every_method_on_every_test_set(smoke):
     entries = _entries(smoke)
-    assert set(entries) == {"blur", "vsml", "sgd", "adam"}
+    assert set(entries) == {"blur", "vsml", "local-rules", "sgd", "adam"}
     for entry in entries.values():
         assert entry["metric"] == "online_accuracy" and len(entry["per_task"]) == 4
         assert {"final", "fashion-mnist online", "kanji online", "kanji final"} <= set(entry["extra"])

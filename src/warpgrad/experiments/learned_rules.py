@@ -15,6 +15,11 @@ rules (Gregor 2020) learn online without gradients of the task loss at test time
 - VS-ML starts meta-training from learning-algorithm cloning (``vsml.clone_steps`` Adam steps of
   :func:`~warpgrad.rules.vsml.clone_backprop` at ``clone_lr``, online backprop at rate
   ``clone_alpha``; 0 steps: from its random initialisation), where BPTT from scratch barely moves;
+  BLUR likewise starts from its backprop genome (``blur.start=backprop``: the network settings
+  under which a step is exactly online SGD at ``backprop_lr``; ``start=random``: N(0, 1) genome);
+  the local rules first learn to remember (``remember_steps`` windows of truncated BPTT on
+  Gregor's remembering objective), then meta-train on the task for their own ``steps`` (150 in
+  quick: their step is about five times VS-ML's);
 - meta-test: ``test_episodes`` episodes of ``test_length`` steps per test set, each rule frozen:
   ``unseen-classes`` (digits 5–9 of both sources), ``fashion-mnist`` (a dataset never seen) and
   ``kanji`` (KanjiVG characters). Metric: online accuracy (the area under the learning curve) on
@@ -85,7 +90,9 @@ class RuleTrial:
 
             return OnlineGradient(64, o["ways"], self.options["hidden"], self.method, changes.get("lr", 0.1))
         module, name = _RULES[self.method]
-        options = {k: v for k, v in self.options.items() if k not in _META_TRAIN_KEYS + _CLONE_KEYS}
+        options = {k: v for k, v in self.options.items() if k not in _META_TRAIN_KEYS + _START_KEYS}
+        if self.options.get("start") == "backprop":  # the BLUR settings under which its genome can be SGD
+            options.update(_BLUR_BACKPROP_NETWORK)
         return getattr(importlib.import_module(module), name)(64, o["ways"], **options)
 
     def _tune(self, seed: int) -> tuple[Any, dict[str, Any]]:
@@ -107,7 +114,7 @@ class RuleTrial:
         o = self.profile.options
         rule = self._rule()
         config = MetaTrainConfig(
-            steps=self.profile.meta_steps,
+            steps=self.options.get("steps", self.profile.meta_steps),
             episodes=self.profile.meta_batch,
             checkpoint_every=self.profile.checkpoint_every,
             **{k: v for k, v in self.options.items() if k in _META_TRAIN_KEYS},
@@ -119,7 +126,24 @@ class RuleTrial:
             c = self.options
             generator = torch.Generator().manual_seed(seed)
             meta = clone_backprop(rule, meta, generator, c["clone_steps"], c["clone_lr"], alpha=c["clone_alpha"])
+        if self.options.get("start") == "backprop":  # BLUR: start from the genome that is online SGD
+            from warpgrad.rules.blur import backprop_genome
+
+            meta = backprop_genome(self.options.get("k", 2), self.options["backprop_lr"])
         sampler = _sampler(o, "train", o["train_length"])
+        if self.options.get("remember_steps", 0) > 0:  # local rules: first learn to remember (Gregor 2020)
+            from warpgrad.rules.local_rules import meta_train_remember
+
+            c, generator = self.options, torch.Generator().manual_seed(seed)
+            meta, _ = meta_train_remember(
+                rule,
+                meta,
+                lambda g: sampler.sample(self.profile.meta_batch, g).x,
+                c["remember_steps"],
+                c["remember_lr"],
+                c["remember_window"],
+                generator,
+            )
         done = meta_train(rule, meta, sampler, config, seed, method_dir / "checkpoint.pt", resume, stop_after, progress)
         if done is None:
             return None
@@ -178,8 +202,27 @@ class RuleTrial:
 
 
 _META_TRAIN_KEYS = ("lr", "clip", "trainer", "es_sigma", "es_population")
-_CLONE_KEYS = ("clone_steps", "clone_lr", "clone_alpha")
+_START_KEYS = (
+    "clone_steps",
+    "clone_lr",
+    "clone_alpha",
+    "start",
+    "backprop_lr",
+    "steps",
+    "remember_steps",
+    "remember_lr",
+    "remember_window",
+)
+_BLUR_BACKPROP_NETWORK = {
+    "forward_activation": "tanh_grad",
+    "backward_activation": "identity",
+    "last_activation": "identity",
+    "symmetric": True,
+    "feedback": "error",
+}
 _BASELINE = {"hidden": 32, "lr_grid": (0.003, 0.01, 0.03, 0.1, 0.3)}
+# BLUR's backprop_lr: the best online accuracy of the backprop genome on the 16 meta-validation episodes
+# of the quick profile among 0.01, 0.03, 0.1, 0.3 (0.1 and 0.3 diverge on some episodes).
 _BASE: dict[str, Any] = {
     "ways": 5,
     "train_length": 50,
@@ -191,8 +234,16 @@ _BASE: dict[str, Any] = {
     "kanji_classes": 100,
     "threads": 1,
     "vsml": {"lr": 1e-3, "clip": 25.0, "trainer": "bptt", "clone_steps": 150, "clone_lr": 0.05, "clone_alpha": 1.0},
-    "blur": {"lr": 1e-2, "clip": 25.0, "trainer": "bptt"},
-    "local-rules": {"lr": 1e-3, "clip": 25.0, "trainer": "bptt"},
+    "blur": {"lr": 1e-3, "clip": 25.0, "trainer": "bptt", "start": "backprop", "backprop_lr": 0.01},
+    "local-rules": {
+        "lr": 1e-3,
+        "clip": 25.0,
+        "trainer": "bptt",
+        "steps": 150,
+        "remember_steps": 50,
+        "remember_lr": 1e-3,
+        "remember_window": 8,
+    },
     "sgd": {**_BASELINE},
     "adam": {**_BASELINE, "lr_grid": (0.0003, 0.001, 0.003, 0.01, 0.03)},
 }
@@ -232,6 +283,7 @@ LEARNED_RULES = TrialExperiment(
                 curve_block=5,
                 kanji_classes=6,
                 vsml={**_BASE["vsml"], "clone_steps": 2},
+                **{"local-rules": {**_BASE["local-rules"], "steps": 2, "remember_steps": 1}},
             ),
         ),
         "quick": Profile(
