@@ -22,7 +22,7 @@ run() {  # NAME ARGS...: one table's run, from scratch into results/NAME
 ONLY="$*"
 run kanji-multishot-quick kanji-multishot --method warpgrad,leap,baseline --profile quick
 run kanji-fewshot-quick kanji-fewshot --method maml,warpgrad,baseline --profile quick
-run sine-quick sine --method maml,fomaml,metasgd,reptile,leap,tnets,finetune,warpgrad,baseline --profile quick
+run sine-quick sine --method maml,fomaml,metasgd,reptile,leap,tnets,finetune,warpgrad,baseline,metafop --profile quick
 # WarpGrad diverges on seed 4 (exit 1 naming the meta-step): its table counts the 4 seeds it finished
 run sine-quick-seeds sine --method maml,tnets,warpgrad --profile quick --seeds 0-4 || echo "(warpgrad diverged, as expected)"
 run sine-continual-quick sine-continual --method baseline,warpgrad --profile quick
