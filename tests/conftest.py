@@ -18,3 +18,12 @@ def fresh_batching_warnings():
 
     batching._WARNED.clear()
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (tiny per-example ops are slower on two; restored afterwards)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -9,27 +9,13 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from rules_helpers import random_episodes
 
 from warpgrad.errors import UsageError
 from warpgrad.rules import Episodes, episode_loss, run_episodes
 from warpgrad.rules.blur import BLUR, backprop_genome, episode_mse, meta_train_adam, meta_train_cma
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _episodes(count=3, length=8, dim=6, classes=3, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return Episodes(
-        torch.randn(count, length, dim, generator=generator),
-        torch.randint(classes, (count, length), generator=generator),
-        classes,
-    )
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blobs(generator, count=8, length=16, dim=8):
@@ -57,7 +43,7 @@ def test_protocol_shapes_and_genome():
     state, logits = rule.step(meta, state, torch.randn(6), torch.zeros(3))
     assert logits.shape == (3,) and bool((logits.abs() < 1).all())  # tanh output layer
     assert [tuple(n.shape) for n in state["layers"]] == [(6, 3), (5, 3), (4, 3), (3, 3)]
-    out = run_episodes(rule, meta, _episodes(), torch.Generator().manual_seed(2))
+    out = run_episodes(rule, meta, random_episodes(), torch.Generator().manual_seed(2))
     assert out.shape == (3, 8, 3) and bool(out.isfinite().all())
     with pytest.raises(UsageError):
         BLUR(6, 3, k=1)
@@ -71,7 +57,7 @@ def test_vmapped_episodes_equal_the_loop(symmetric):
     meta = _learning(rule.init_meta(torch.Generator().manual_seed(0)))
     looping = copy.copy(rule)
     looping.vectorizable = False
-    episodes = _episodes()
+    episodes = random_episodes()
     vmapped = run_episodes(rule, meta, episodes, torch.Generator().manual_seed(1))
     looped = run_episodes(looping, meta, episodes, torch.Generator().manual_seed(1))
     torch.testing.assert_close(vmapped, looped, rtol=1e-5, atol=1e-6)
@@ -85,7 +71,7 @@ def test_vmapped_episodes_equal_the_loop(symmetric):
 def test_a_prediction_never_depends_on_its_own_label_or_later_ones():
     rule = BLUR(6, 3, hidden=(5,))
     meta = _learning(rule.init_meta(torch.Generator().manual_seed(0)))
-    episodes = _episodes(count=1)
+    episodes = random_episodes(count=1)
     logits = run_episodes(rule, meta, episodes, torch.Generator().manual_seed(1))
     changed_y = episodes.y.clone()
     changed_y[0, 5] = (changed_y[0, 5] + 1) % 3
@@ -136,7 +122,7 @@ def test_bptt_meta_gradient_equals_central_finite_differences(entry):
     name, index = entry
     rule = BLUR(4, 2, hidden=(3,))
     meta = {n: p.to(torch.float64) for n, p in _learning(rule.init_meta(torch.Generator().manual_seed(3))).items()}
-    episodes = _episodes(count=2, length=6, dim=4, classes=2, seed=4)
+    episodes = random_episodes(count=2, length=6, dim=4, classes=2, seed=4)
     episodes = Episodes(episodes.x.to(torch.float64), episodes.y, 2)
 
     def loss(meta):

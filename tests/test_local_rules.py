@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from rules_helpers import random_episodes
 
 from warpgrad.errors import UsageError
 from warpgrad.rules import Episodes, episode_loss, run_episodes
@@ -13,21 +14,7 @@ from warpgrad.rules.local_rules import HIDDEN, INPUT, LocalRules, meta_train_rem
 SMALL = dict(hidden=5, body_hidden=8, synapse_hidden=6, max_delay=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _episodes(count=3, length=8, dim=6, classes=3, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return Episodes(
-        torch.randn(count, length, dim, generator=generator),
-        torch.randint(classes, (count, length), generator=generator),
-        classes,
-    )
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blobs(generator, count=4, length=8, dim=8):
@@ -55,7 +42,7 @@ def test_protocol_shapes():
     assert all(new[k].shape == state[k].shape for k in state)
     torch.testing.assert_close(logits, new["a2"][:, 0])  # the logits are the output neurons' slot 0
     assert torch.equal(new["a2"][:, 1], torch.zeros(3))  # slot 1 holds the feedback
-    out = run_episodes(rule, meta, _episodes(), torch.Generator().manual_seed(2))
+    out = run_episodes(rule, meta, random_episodes(), torch.Generator().manual_seed(2))
     assert out.shape == (3, 8, 3) and torch.isfinite(out).all()
     assert meta["readout"].shape == (3, 5, 5) and meta["readout_bias"].shape == (3,)  # one head per delay
 
@@ -66,7 +53,7 @@ def test_vmapped_episodes_equal_the_loop():
     loop = LocalRules(6, 3, **SMALL)
     loop.vectorizable = False
     meta = rule.init_meta(torch.Generator().manual_seed(0))
-    episodes = _episodes()
+    episodes = random_episodes()
     vmapped = run_episodes(rule, meta, episodes, torch.Generator().manual_seed(1))
     looped = run_episodes(loop, meta, episodes, torch.Generator().manual_seed(1))
     torch.testing.assert_close(vmapped, looped, rtol=1e-12, atol=1e-12)
@@ -83,7 +70,7 @@ def test_vmapped_episodes_equal_the_loop():
 def test_a_prediction_never_depends_on_its_own_label_or_later_ones():
     rule = LocalRules(6, 3, **SMALL)
     meta = rule.init_meta(torch.Generator().manual_seed(0))
-    episodes = _episodes(count=1)
+    episodes = random_episodes(count=1)
     logits = run_episodes(rule, meta, episodes, torch.Generator().manual_seed(1))
     changed_y = episodes.y.clone()
     changed_y[0, 5] = (changed_y[0, 5] + 1) % 3
@@ -140,7 +127,7 @@ def test_the_synapse_update_is_local_and_computed_by_hand():
 def test_the_bptt_meta_gradient_equals_finite_differences():
     rule = LocalRules(3, 2, hidden=3, body_hidden=6, synapse_hidden=4, max_delay=2)
     meta = rule.init_meta(torch.Generator().manual_seed(0))
-    episodes = _episodes(count=2, length=4, dim=3, classes=2, seed=1)
+    episodes = random_episodes(count=2, length=4, dim=3, classes=2, seed=1)
 
     def loss(params):
         return episode_loss(rule, params, episodes, torch.Generator().manual_seed(7))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from rules_helpers import random_episodes
 
 from warpgrad.errors import UsageError
 from warpgrad.rules import Episodes, OnlineGradient, episode_loss, online_metrics, run_episodes
@@ -13,12 +14,7 @@ pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _episodes(count=3, length=12, dim=6, classes=3, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return Episodes(
-        torch.randn(count, length, dim, generator=generator),
-        torch.randint(classes, (count, length), generator=generator),
-        classes,
-    )
+    return random_episodes(count, length, dim, classes, seed)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

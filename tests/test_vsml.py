@@ -15,13 +15,7 @@ from warpgrad.errors import UsageError
 from warpgrad.rules import Episodes, OnlineGradient, episode_loss, online_metrics, run_episodes
 from warpgrad.rules.vsml import VSML, clone_backprop, cloning_loss
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blobs(count, length, dim=8, seed=0, separation=2.0, noise=0.5):

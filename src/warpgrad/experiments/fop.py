@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from warpgrad.errors import UsageError
-from warpgrad.experiments.base import MethodSpec, Profile, TrialExperiment, _with
+from warpgrad.experiments.base import MethodSpec, Profile, TrialExperiment, _schedule, _with
 
 DATA = ("fashion-mnist", "kanji")
 BASES = ("sgd", "momentum", "adam")
@@ -296,17 +296,6 @@ _BASE: dict[str, Any] = {
 }
 
 
-def _schedule(steps: int, batch_size: int, eval_every: int) -> dict[str, int]:
-    return {
-        "meta_steps": steps,
-        "meta_batch": batch_size,
-        "eval_every": eval_every,
-        "val_tasks": 0,
-        "test_tasks": 0,
-        "checkpoint_every": eval_every,
-    }
-
-
 FOP_EXPERIMENT = TrialExperiment(
     "fop",
     "FOP (first-order preconditioning, Moskovitz et al. 2019) against plain SGD, momentum and Adam: "
@@ -315,7 +304,7 @@ FOP_EXPERIMENT = TrialExperiment(
         "smoke": Profile(
             "smoke",
             "seconds: 20 steps of 16 images from 256, width 4, 1 run (tests)",
-            **_schedule(20, 16, 10),
+            **_schedule(20, 16, 10, 0, 0),
             options=_with(
                 _BASE,
                 kanji={"classes": 10, "drawings": 6, "train_drawings": 4},
@@ -329,14 +318,14 @@ FOP_EXPERIMENT = TrialExperiment(
             "quick",
             "about 6.5 minutes on one CPU thread (the 6 methods): 3 runs of 500 steps of 64 images "
             "(about half an epoch of Fashion-MNIST), width 16, 1,000 test images",
-            **_schedule(500, 64, 100),
+            **_schedule(500, 64, 100, 0, 0),
             options=_with(_BASE, test_size=1000),
         ),
         "paper": Profile(
             "paper",
             "closer to the paper's CNN runs: 5 epochs of the whole Fashion-MNIST (2,345 steps of 128), "
             "width 32, the whole test set, 5 runs (hours on a CPU)",
-            **_schedule(2345, 128, 235),
+            **_schedule(2345, 128, 235, 0, 0),
             options=_with(_BASE, width=32, runs=5),
         ),
     },

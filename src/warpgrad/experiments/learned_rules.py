@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from warpgrad.experiments.base import MethodSpec, Profile, TrialExperiment, _with
+from warpgrad.experiments.base import MethodSpec, Profile, TrialExperiment, _schedule, _with
 
 TEST_SEED = 3_000_017  # the test episodes of a run: generators seeded with TEST_SEED + seed + index
 VALIDATION_SEED = 4_000_037  # the meta-validation episodes that tune sgd and adam
@@ -249,17 +249,6 @@ _BASE: dict[str, Any] = {
 }
 
 
-def _schedule(steps: int, episodes: int, checkpoint_every: int) -> dict[str, int]:
-    return {
-        "meta_steps": steps,
-        "meta_batch": episodes,
-        "eval_every": checkpoint_every,
-        "val_tasks": 0,
-        "test_tasks": 0,
-        "checkpoint_every": checkpoint_every,
-    }
-
-
 def _trial(method: str):
     return lambda profile: RuleTrial(method, profile)
 
@@ -272,7 +261,7 @@ LEARNED_RULES = TrialExperiment(
         "smoke": Profile(
             "smoke",
             "seconds: 2 meta-steps of 2 episodes of 8 steps, 4 test episodes of 10 steps (tests)",
-            **_schedule(2, 2, 1),
+            **_schedule(2, 2, 1, 0, 0),
             options=_with(
                 _BASE,
                 ways=3,
@@ -290,14 +279,14 @@ LEARNED_RULES = TrialExperiment(
             "quick",
             "minutes per rule on one CPU core: 5-way, 300 meta-steps of 8 episodes of 50 steps, "
             "32 test episodes of 200 steps per test set",
-            **_schedule(300, 8, 50),
+            **_schedule(300, 8, 50, 0, 0),
             options=_with(_BASE),
         ),
         "paper": Profile(
             "paper",
             "towards VS-ML's scale at 8×8 inputs: 5,000 meta-steps of 32 episodes of 500 steps with "
             "random projections, 64 test episodes of 2,000 steps (days on a CPU)",
-            **_schedule(5000, 32, 250),
+            **_schedule(5000, 32, 250, 0, 0),
             options=_with(_BASE, train_length=500, test_length=2000, test_episodes=64, project=True),
         ),
     },
