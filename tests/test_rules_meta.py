@@ -103,3 +103,27 @@ def test_sampler_draws_ways_classes_with_permuted_labels_from_the_allowed_ones()
         EpisodeSampler(("digits",), (0, 1), ways=3, length=5).sample(1, torch.Generator())
     with pytest.raises(UsageError, match="unknown sources"):
         EpisodeSampler(("cifar",), None, ways=3, length=5)
+
+
+def _rule(name):
+    from warpgrad.rules import BLUR, VSML
+    from warpgrad.rules.local_rules import LocalRules
+
+    return {
+        "vsml": lambda: VSML(4, 2),
+        "blur": lambda: BLUR(4, 2, hidden=(3,)),
+        "local-rules": lambda: LocalRules(4, 2, hidden=3),
+    }[name]()
+
+
+@pytest.mark.parametrize("name", ["vsml", "blur", "local-rules"])
+def test_every_rules_meta_training_resumes_to_the_uninterrupted_result(tmp_path, name):
+    rule = _rule(name)
+    meta = rule.init_meta(torch.Generator().manual_seed(0))
+    config = _config(steps=4, episodes=2, lr=1e-2)
+    full, full_history = meta_train(rule, meta, Blobs(), config, seed=5)
+    path = tmp_path / "checkpoint.pt"
+    assert meta_train(rule, meta, Blobs(), config, seed=5, checkpoint=path, stop_after=2) is None
+    resumed, history = meta_train(rule, meta, Blobs(), config, seed=5, checkpoint=path, resume=True)
+    assert all(torch.equal(full[k], resumed[k]) for k in full) and history == full_history
+    assert any(not torch.equal(full[k], meta[k]) for k in full)  # it did meta-train

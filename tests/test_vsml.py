@@ -286,3 +286,26 @@ def test_bptt_meta_training_improves_the_cloned_rule(cloned):
     tasks = lambda i: _blobs(8, 15, seed=i)  # noqa: E731
     before, after = _meta_train(rule, meta, tasks, _blobs(16, 15, seed=100), steps=9, lr=0.01)
     assert after < before - 0.02, (before, after)
+
+
+def test_hand_set_parameters_make_a_vsml_layer_the_equivalent_dense_layer(float64):
+    """Gates: input closed, forget open (c keeps the weight W_ab = tanh c_ab, stored in cells 0 and 1),
+    output gates σ(±k x_a) on cells 0 and 1, read-out (2/k)(h_0 − h_1) = (2/k) tanh(k x_a / 2) W_ab
+    = x_a W_ab + O(k²): the layer computes logit_b = 100 tanh(mean_a W_ab x_a / 100), error stated."""
+    a_size, b_size, k = 4, 3, 1e-2
+    rule = VSML(a_size, b_size)
+    s = rule.state_size
+    meta = {key: torch.zeros_like(value) for key, value in rule.init_meta(torch.Generator().manual_seed(0)).items()}
+    meta["lstm_b"][:s] = -50.0  # input gate shut
+    meta["lstm_b"][2 * s : 3 * s] = 50.0  # forget gate open
+    meta["lstm_w"][0, 3 * s], meta["lstm_w"][0, 3 * s + 1] = k, -k  # output gates of cells 0, 1 see x_a
+    meta["fwd_w"][0, 1], meta["fwd_w"][1, 1] = 2 / k, -2 / k  # read out into message slot 1, the logit
+    weights = torch.rand(a_size, b_size, generator=torch.Generator().manual_seed(1)) * 1.8 - 0.9
+    state = rule.init_state(meta, torch.Generator().manual_seed(2))
+    state["c0"][..., 0] = state["c0"][..., 1] = torch.atanh(weights)
+    x = torch.randn(a_size, generator=torch.Generator().manual_seed(3))
+    _, logits = rule.step(meta, state, x, torch.zeros(b_size))
+    dense = 100 * torch.tanh((x @ weights) / a_size / 100)
+    bound = k**2 * float(x.abs().max()) ** 3 / 12  # the tanh series' next term, per input
+    assert (logits - dense).abs().max() <= bound and bound < 1e-3
+    assert (logits - dense).abs().max() > 0  # an approximation, not an identity: k enters
