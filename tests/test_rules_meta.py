@@ -116,11 +116,13 @@ def _rule(name):
     }[name]()
 
 
-@pytest.mark.parametrize("name", ["vsml", "blur", "local-rules"])
-def test_every_rules_meta_training_resumes_to_the_uninterrupted_result(tmp_path, name):
+@pytest.mark.parametrize(
+    "name, trainer", [("vsml", "bptt"), ("vsml", "es"), ("blur", "bptt"), ("local-rules", "bptt")]
+)
+def test_every_rules_meta_training_resumes_to_the_uninterrupted_result(tmp_path, name, trainer):
     rule = _rule(name)
     meta = rule.init_meta(torch.Generator().manual_seed(0))
-    config = _config(steps=4, episodes=2, lr=1e-2)
+    config = _config(steps=4, episodes=2, lr=1e-2, trainer=trainer)
     full, full_history = meta_train(rule, meta, Blobs(), config, seed=5)
     path = tmp_path / "checkpoint.pt"
     assert meta_train(rule, meta, Blobs(), config, seed=5, checkpoint=path, stop_after=2) is None
