@@ -116,9 +116,7 @@ def _rule(name):
     }[name]()
 
 
-@pytest.mark.parametrize(
-    "name, trainer", [("vsml", "bptt"), ("vsml", "es"), ("blur", "bptt"), ("local-rules", "bptt")]
-)
+@pytest.mark.parametrize("name, trainer", [("vsml", "bptt"), ("vsml", "es"), ("blur", "bptt"), ("local-rules", "bptt")])
 def test_every_rules_meta_training_resumes_to_the_uninterrupted_result(tmp_path, name, trainer):
     rule = _rule(name)
     meta = rule.init_meta(torch.Generator().manual_seed(0))
