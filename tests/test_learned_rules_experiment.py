@@ -66,3 +66,9 @@ def test_stopped_and_resumed_meta_training_equals_the_uninterrupted_run(smoke, t
 def test_experiments_without_checkpoints_refuse_resume(tmp_path, capsys):
     code = main(["run", "fop", "--profile", "smoke", "--out", str(tmp_path / "x"), "--resume", "--no-progress"])
     assert code == 2 and "no checkpoints" in capsys.readouterr().err
+
+
+def test_a_bad_setting_leaves_no_directory_behind(tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    assert _run("--method", "vsml", "--out", out, "--set", "vsml.trainer=cma") == 2
+    assert "'cma'" in capsys.readouterr().err and not (tmp_path / "new").exists()
