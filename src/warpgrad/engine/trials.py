@@ -118,6 +118,8 @@ def after_seeds(out_dirs: list[Path]) -> str:
     from warpgrad.experiments import get_experiment
 
     results = [r for r in (load_results(d / RESULTS_FILE) for d in out_dirs) if r is not None]
+    if not results:
+        return "no results to draw curves from"
     column, xlabel, ylabel, log_y = get_experiment(results[0]["experiment"]).curve
     path = out_dirs[0].parent / CURVES_FILE
     plot_curves(results, path, column, xlabel, ylabel, log_y)
