@@ -150,3 +150,11 @@ def test_bad_settings_exit_2_naming_the_value(capsys, tmp_path):
     )
     assert code == 2 and "'nope'" in err and "hill-climbing" in err and "Traceback" not in err
     assert not (tmp_path / "a").exists()
+
+
+def test_seeds_write_one_curve_over_them(tmp_path):
+    out = tmp_path / "seeds"
+    argv = ["run", "navigation", "--profile", "smoke", "--method", "es-maml", "--seeds", "0-1", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert (out / "curves.png").stat().st_size > 1000
+    assert {p.name for p in out.iterdir()} == {"curves.png", "seed-0", "seed-1"}
