@@ -1,4 +1,4 @@
-"""Command-line interface: ``warpgrad run | list | show | report``.
+"""Command-line interface: ``warpgrad run | list | show | report | analyze``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     warpgrad run sine --method baseline,warpgrad --profile quick --out runs/sine
     warpgrad run sine --out runs/sine --resume
     warpgrad report runs/sine
+    warpgrad analyze runs/sine --tasks 8
     warpgrad show sine --profile smoke --set warpgrad.init_weight=0.5
 
 Bad input (an unknown name, a negative seed, a value out of range, a missing, corrupted or
@@ -152,6 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--against", default=None, metavar="M", help="reference of the paired differences (default: the best method)"
     )
     report.set_defaults(handler=_report)
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="how the inner loop changes each layer's representation",
+        description="Per method, layer and inner step s in {0, 1, K/2, K}: linear CKA and RSA between the "
+        "representation of held-out tasks' test inputs after s inner steps and at the meta-learned initialisation. "
+        "Writes representations.json, cka-METHOD.png and mds.png.",
+    )
+    analyze.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `warpgrad run ... --out RUN_DIR`")
+    analyze.add_argument("--out", default=None, help="output directory (default: RUN_DIR/analysis)")
+    analyze.add_argument(
+        "--tasks", type=int, default=8, metavar="N", help="held-out tasks to average over (default: 8)"
+    )
+    analyze.add_argument("--method", default=None, metavar="M[,M...]", help="methods to analyze (default: all)")
+    _add_set_argument(analyze)
+    analyze.set_defaults(handler=_analyze)
     return parser
 
 
@@ -225,6 +242,16 @@ def _report(args: argparse.Namespace) -> int:
 
     methods = args.method.split(",") if args.method is not None else None
     print(report_text(args.paths, args.format, methods, args.against))
+    return EXIT_OK
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from warpgrad.analysis.representations import analyze_run, summary
+
+    methods = args.method.split(",") if args.method is not None else None
+    report = analyze_run(args.run_dir, args.out, args.tasks, methods, dict(args.settings))
+    out = args.out if args.out is not None else os.path.join(args.run_dir, "analysis")
+    print(f"{summary(report)}\nwritten: {out}/representations.json, cka-METHOD.png, mds.png")
     return EXIT_OK
 
 
