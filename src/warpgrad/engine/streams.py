@@ -19,6 +19,12 @@ the run and restores them afterwards: the networks are small MLPs on minibatches
 which a second thread costs more than it saves (measured on a 2-core machine busy with other
 work, 64-100-100-10: 1.3 ms per step with one thread, 21 ms with two).
 
+With the profile option ``probe_samples`` (absent or 0: off) each run also fits linear probes on
+the learner's representation (:func:`warpgrad.analysis.probes.probe_matrix`, probe samples drawn
+from a generator seeded with the run's seed, apart from the training generator, so R is
+unchanged): ``representational_forgetting`` is recorded under ``extra`` and the mean probe
+matrix as ``probe_matrix``.
+
 Stream runs are short and have no checkpoints: ``--resume`` is refused for them.
 """
 
@@ -27,7 +33,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -71,8 +77,14 @@ def accuracy_matrix_of(
     batch_size: int,
     fisher_samples: int,
     name: str = "the learner",
+    after_experience: Callable[[int, list[Any]], None] | None = None,
 ) -> Tensor:
     """Train ``learner`` through ``stream`` and return ``R[i, j]`` (see the module docstring).
+
+    ``after_experience(i, experiences)``, when given, is called after row ``i`` of R is measured
+    (the learner as it is after experience ``i``; ``experiences`` is ``list(stream)``), e.g. by
+    :func:`warpgrad.analysis.probes.probe_matrix` to probe the representation. It must not draw
+    from ``generator`` if R is to stay that of a run without it.
 
     Raises:
         TrainingDiverged: naming ``name`` and the experience, when its training loss is not finite.
@@ -89,6 +101,8 @@ def accuracy_matrix_of(
         index = torch.randperm(experience.train_x.shape[0], generator=generator)[:fisher_samples]
         learner.end_experience(experience.train_x[index], experience.train_y[index], generator, classes=classes)
         rows.append([accuracy(learner, e.test_x, e.test_y, classes=m) for e, m in zip(experiences, masks)])
+        if after_experience is not None:
+            after_experience(i, experiences)
     return torch.tensor(rows, dtype=torch.float64)
 
 
@@ -124,15 +138,34 @@ def _run_method(experiment: Any, method: str, profile: Any, seed: int, out_dir: 
     o = profile.options
     started = time.perf_counter()
     matrices, summaries = [], []
+    probes, probe_forgetting = [], []
+    probe_samples = int(o.get("probe_samples") or 0)  # opt-in: linear probes of the representation
     for r in tqdm(range(o["runs"]), desc=f"{experiment.name}/{method}", unit="run", disable=not progress):
         run_seed = seed + r
         stream = experiment.make_stream(profile, run_seed)
         torch.manual_seed(run_seed)
         learner = experiment.method(method).build(profile)
         generator = torch.Generator().manual_seed(run_seed)
-        R = accuracy_matrix_of(
-            learner, stream, generator, o["epochs"], o["batch_size"], o["fisher_samples"], f"{method} (run {r + 1})"
-        )
+        if probe_samples > 0:
+            from warpgrad.analysis.probes import probe_matrix, representational_forgetting
+
+            R, P = probe_matrix(
+                learner,
+                stream,
+                generator,
+                o["epochs"],
+                o["batch_size"],
+                o["fisher_samples"],
+                probe_samples=probe_samples,
+                probe_generator=torch.Generator().manual_seed(run_seed),
+                name=f"{method} (run {r + 1})",
+            )
+            probes.append(P)
+            probe_forgetting.append(representational_forgetting(P))
+        else:
+            R = accuracy_matrix_of(
+                learner, stream, generator, o["epochs"], o["batch_size"], o["fisher_samples"], f"{method} (run {r + 1})"
+            )
         matrices.append(R)
         summaries.append(summarize(R))
     mean_R = torch.stack(matrices).mean(0)
@@ -144,7 +177,7 @@ def _run_method(experiment: Any, method: str, profile: Any, seed: int, out_dir: 
     average = torch.tensor([s["average_accuracy"] for s in summaries], dtype=torch.float64)
     mean, ci95 = mean_ci95(average)
     extra_keys: list[str] = ["forgetting", "backward_transfer", "learning_accuracy"]
-    return {
+    entry: dict[str, Any] = {
         "metric": "average_accuracy",
         "lower_is_better": False,
         "mean": mean,
@@ -156,6 +189,10 @@ def _run_method(experiment: Any, method: str, profile: Any, seed: int, out_dir: 
         "extra": {key: mean_ci95_entry([s[key] for s in summaries]) for key in extra_keys},
         "accuracy_matrix": mean_R.tolist(),
     }
+    if probes:
+        entry["extra"]["representational_forgetting"] = mean_ci95_entry(probe_forgetting)
+        entry["probe_matrix"] = torch.stack(probes).mean(0).tolist()
+    return entry
 
 
 run = run_streams  # the runner protocol of warpgrad.experiments.StreamExperiment

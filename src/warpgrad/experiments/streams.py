@@ -151,6 +151,7 @@ _PERMUTED = {
     "batch_size": 32,
     "ewc_lambda": 1.0,
     "fisher_samples": 500,
+    "probe_samples": 0,  # > 0: linear probes on that many examples per experience (representational forgetting)
     "runs": 3,
     "validation": 0.0,
     "threads": 1,
