@@ -42,6 +42,8 @@ run learned-rules-quick learned-rules --method sgd,adam,blur,vsml,local-rules --
 # results/sine-quick-analysis (needs the checkpoints, so a run of its own):
 #   warpgrad run sine --profile quick --method maml,anil,warpgrad,reptile,leap,finetune --out runs/sine
 #   warpgrad analyze runs/sine --out results/sine-quick-analysis
+#   warpgrad run kanji-fewshot --profile quick --method maml,warpgrad --out runs/kanji-fewshot
+#   warpgrad analyze runs/kanji-fewshot --out results/kanji-fewshot-quick-analysis
 # FOP's hyper_lr grid on validation images (results/fop-tuning): bash results/tune_fop.sh
 # about 5.5 hours on one core (3 seeds × 4 methods; seeds can run side by side: run maze-quick with
 # --seeds replaced by one --seed each in separate processes, into results/maze-quick/seed-S)
