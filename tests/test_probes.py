@@ -203,7 +203,6 @@ def test_features_of_oml_are_its_representation():
 
 
 def test_stream_runner_records_representational_forgetting_when_asked(tmp_path):
-    from dataclasses import replace
 
     from warpgrad import experiments
     from warpgrad.engine.streams import run_streams
@@ -212,9 +211,11 @@ def test_stream_runner_records_representational_forgetting_when_asked(tmp_path):
     base = exp.profile("smoke").with_overrides({"runs": "1", "experiences": "2"})
     plain = run_streams(exp, ["sgd"], base, 0, tmp_path / "plain", progress=False)["methods"]["sgd"]
     assert "probe_matrix" not in plain and "representational_forgetting" not in plain["extra"]
-    probed = replace(base, options={**base.options, "probe_samples": 30})
+    probed = base.with_overrides({"probe_samples": "30"})  # the option every stream profile has
     entry = run_streams(exp, ["sgd"], probed, 0, tmp_path / "probed", progress=False)["methods"]["sgd"]
     assert entry["accuracy_matrix"] == plain["accuracy_matrix"]  # R unchanged by the probes
     P = torch.tensor(entry["probe_matrix"], dtype=torch.float64)
     assert P.shape == (2, 2) and ((P >= 0) & (P <= 1)).all()
     assert entry["extra"]["representational_forgetting"]["mean"] == pytest.approx(float(P[0, 0] - P[1, 0]))
+    assert (tmp_path / "probed" / "probe_matrix_sgd.png").stat().st_size > 1000
+    assert not (tmp_path / "plain" / "probe_matrix_sgd.png").exists()

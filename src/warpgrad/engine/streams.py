@@ -190,8 +190,14 @@ def _run_method(experiment: Any, method: str, profile: Any, seed: int, out_dir: 
         "accuracy_matrix": mean_R.tolist(),
     }
     if probes:
+        mean_P = torch.stack(probes).mean(0)
         entry["extra"]["representational_forgetting"] = mean_ci95_entry(probe_forgetting)
-        entry["probe_matrix"] = torch.stack(probes).mean(0).tolist()
+        entry["probe_matrix"] = mean_P.tolist()
+        plot_accuracy_matrix(
+            mean_P,
+            out_dir / f"probe_matrix_{method}.png",
+            f"{experiment.name}: {method}, linear probes on the representation (mean of {len(probes)} runs)",
+        )
     return entry
 
 
