@@ -29,6 +29,8 @@ run sine-continual-quick sine-continual --method baseline,warpgrad --profile qui
 run kanji-sequential-quick kanji-sequential --method oml,anml,sgd,pretrain --profile quick
 # dhp-ewc diverges at this λ in 4 of 5 runs (exit 1 naming the run): left out of the published table
 run digits-permuted-quick digits-permuted --method sgd,ewc,ewc-empirical,ewc-online,dhp --profile quick
+run digits-permuted-probes-quick digits-permuted --method sgd,ewc,ewc-empirical,ewc-online,dhp --profile quick \
+    --set probe_samples=100
 run fmnist-permuted-quick fmnist-permuted --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick
 run fmnist-split-task-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick
 run fmnist-split-class-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick \
