@@ -34,7 +34,6 @@ Methods keep ``METHOD/checkpoint.pt`` (meta-training, resumable with ``--resume`
 from __future__ import annotations
 
 import importlib
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,7 @@ class RuleTrial:
         return self._rule(lr=best), {"grid": grid, "validation_online_accuracy": scores, "chosen_lr": best}
 
     def _meta_train(self, seed: int, method_dir: Path, progress: bool, resume: bool, stop_after: int | None):
-        from warpgrad.files import atomic_write
+        from warpgrad.data.cache import save_tensors
         from warpgrad.rules.meta import MetaTrainConfig, meta_train
 
         o = self.profile.options
@@ -148,9 +147,7 @@ class RuleTrial:
         if done is None:
             return None
         meta, history = done
-        buffer = io.BytesIO()
-        torch.save(meta, buffer)
-        atomic_write(method_dir / "rule.pt", lambda f: f.write(buffer.getvalue()))
+        save_tensors(method_dir / "rule.pt", meta)
         tenth = max(1, len(history) // 10)
         first = sum(r["meta_loss"] for r in history[:tenth]) / tenth
         last = sum(r["meta_loss"] for r in history[-tenth:]) / tenth

@@ -22,7 +22,6 @@ curves (``curves.png``) compare methods at equal queries. The meta-learned state
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +30,6 @@ import torch
 from tqdm import tqdm
 
 from warpgrad.experiments.base import MethodSpec, Profile, TrialExperiment, _with
-from warpgrad.files import atomic_write
 
 TEST_SEED = 1_000_003  # test goals: torch.Generator seeded with TEST_SEED + seed (no training draw uses it)
 EVAL_SEED = 2_000_003  # the adaptation noise of every evaluation of a run: EVAL_SEED + seed
@@ -44,6 +42,7 @@ class BudgetTrial:
         self.make_family, self.make_learner, self.profile = make_family, make_learner, profile
 
     def run(self, seed: int, method_dir: Path, progress: bool) -> dict[str, Any]:
+        from warpgrad.data.cache import save_tensors
         from warpgrad.engine.results import mean_ci95  # the engine imports the experiments
 
         o = self.profile.options
@@ -71,10 +70,7 @@ class BudgetTrial:
         if result is None:
             result = evaluate()
         wall_time = time.perf_counter() - started
-        state = learner.state_dict()
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write(method_dir / "state.pt", lambda f: f.write(buffer.getvalue()))
+        save_tensors(method_dir / "state.pt", learner.state_dict())
         mean, ci95 = mean_ci95(result["post"])
         pre_mean, pre_ci95 = mean_ci95(result["pre"])
         return {
