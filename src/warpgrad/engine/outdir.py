@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from warpgrad.engine.checkpoint import checkpoint_path
 from warpgrad.errors import UsageError
@@ -66,9 +66,13 @@ def check_not_existing(out_dir: Path, methods: list[str], results: dict[str, Any
 
 
 @contextlib.contextmanager
-def removed_on_failure(out_dir: Path, methods: list[str], enabled: bool = True) -> Iterator[None]:
+def removed_on_failure(
+    out_dir: Path, methods: list[str], enabled: bool = True, keep_if: Callable[[], bool] | None = None
+) -> Iterator[None]:
     """Remove what did not exist before the block (``out_dir`` and the parents created with it, or
-    ``out_dir/METHOD`` directories) if the block raises; with ``enabled=False`` (other ranks) do nothing."""
+    ``out_dir/METHOD`` directories) if the block raises; with ``enabled=False`` (other ranks) do
+    nothing, and nothing either when ``keep_if()`` says what the block left is worth keeping (a
+    checkpoint to resume from)."""
     if out_dir.exists():
         created = [out_dir / m for m in methods if not (out_dir / m).exists()]
     else:
@@ -79,7 +83,7 @@ def removed_on_failure(out_dir: Path, methods: list[str], enabled: bool = True) 
     try:
         yield
     except BaseException:
-        if enabled:
+        if enabled and not (keep_if is not None and keep_if()):
             for path in created:
                 shutil.rmtree(path, ignore_errors=True)
         raise

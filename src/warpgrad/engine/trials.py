@@ -16,10 +16,8 @@ when stopped; their directories (and checkpoints) are kept when they stop or are
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from warpgrad.engine.curves import plot_curves
 from warpgrad.engine.outdir import check_out_dir, removed_on_failure, start_fresh
@@ -66,12 +64,11 @@ def run(
         for method in methods:
             if resume and method in (record.results or {}).get("methods", {}):
                 continue  # finished before
-            with (
-                removed_on_failure(out_dir, [method], enabled=not resumable),
-                _kept_only_with_a_checkpoint(out_dir / method),
-            ):
+            method_dir = out_dir / method
+            # a resumable method's directory is kept once it holds a checkpoint to resume from
+            checkpointed = (lambda: (method_dir / "checkpoint.pt").exists()) if resumable else None
+            with removed_on_failure(out_dir, [method], keep_if=checkpointed):
                 trial = experiment.method(method).build(profile)
-                method_dir = out_dir / method
                 method_dir.mkdir(parents=True, exist_ok=True)
                 entry = trial.run(seed, method_dir, progress, **options)
                 if entry is None:
@@ -81,22 +78,6 @@ def run(
             column, xlabel, ylabel, log_y = experiment.curve
             plot_curves([results], out_dir / CURVES_FILE, column, xlabel, ylabel, log_y)
     return results
-
-
-@contextlib.contextmanager
-def _kept_only_with_a_checkpoint(method_dir: Path) -> Iterator[None]:
-    """A resumable method's directory made here (and the parents made with it) is removed on
-    failure unless it holds a checkpoint to resume from (then it is kept, as an interrupted run's)."""
-    first_new = method_dir.absolute()  # the first directory of its path that this call makes
-    while not first_new.parent.exists():
-        first_new = first_new.parent
-    made = not first_new.exists()
-    try:
-        yield
-    except BaseException:
-        if made and not (method_dir / "checkpoint.pt").exists():
-            shutil.rmtree(first_new, ignore_errors=True)
-        raise
 
 
 def table(results: dict[str, Any]) -> str:
