@@ -4,12 +4,12 @@ learning-algorithm cloning lower their losses and a cloned VS-ML learns."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from rules_helpers import assert_predictions_precede_labels, looping, random_episodes
 
 from warpgrad.errors import UsageError
 from warpgrad.rules import Episodes, OnlineGradient, episode_loss, online_metrics, run_episodes
@@ -26,21 +26,6 @@ def _blobs(count, length, dim=8, seed=0, separation=2.0, noise=0.5):
     y = torch.randint(2, (count, length), generator=generator)
     x = means[torch.arange(count)[:, None], y] + noise * torch.randn(count, length, dim, generator=generator)
     return Episodes(x.to(torch.get_default_dtype()), y, 2)
-
-
-def _random_episodes(count, length, dim, classes, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return Episodes(
-        torch.randn(count, length, dim, generator=generator),
-        torch.randint(classes, (count, length), generator=generator),
-        classes,
-    )
-
-
-def _looping(rule):
-    loop = copy.copy(rule)
-    loop.vectorizable = False
-    return loop
 
 
 def test_shapes_and_the_protocol(float64):
@@ -69,23 +54,23 @@ def test_shapes_and_the_protocol(float64):
     new, logits = rule.step(meta, state, torch.randn(6), torch.zeros(3))
     assert logits.shape == (3,) and logits.dtype == torch.float64 and list(new) == list(state)
     assert all(new[k].shape == state[k].shape for k in state)
-    out = run_episodes(rule, meta, _random_episodes(2, 5, 6, 3), torch.Generator().manual_seed(2))
+    out = run_episodes(rule, meta, random_episodes(2, 5, 6, 3), torch.Generator().manual_seed(2))
     assert out.shape == (2, 5, 3) and torch.isfinite(out).all()
     with pytest.raises(UsageError):
         VSML(6, 3, msg_size=1)
     with pytest.raises(UsageError):
         VSML(6, 0)
     with pytest.raises(UsageError):
-        run_episodes(rule, meta, _random_episodes(2, 5, 7, 3), torch.Generator())
+        run_episodes(rule, meta, random_episodes(2, 5, 7, 3), torch.Generator())
 
 
 @pytest.mark.parametrize("hidden", [(), (4,)])
 def test_vmapped_episodes_equal_the_loop(float64, hidden):
     rule = VSML(6, 3, hidden_layers=hidden)
     meta = rule.init_meta(torch.Generator().manual_seed(0))
-    episodes = _random_episodes(3, 8, 6, 3)
+    episodes = random_episodes(3, 8, 6, 3)
     vmapped = run_episodes(rule, meta, episodes, torch.Generator().manual_seed(1))
-    looped = run_episodes(_looping(rule), meta, episodes, torch.Generator().manual_seed(1))
+    looped = run_episodes(looping(rule), meta, episodes, torch.Generator().manual_seed(1))
     torch.testing.assert_close(vmapped, looped, rtol=1e-12, atol=1e-12)
 
 
@@ -153,13 +138,7 @@ def test_the_error_reaches_lower_layers_one_example_later(float64):
 def test_a_prediction_never_depends_on_its_own_label_or_later_ones(float64):
     rule = VSML(6, 3, hidden_layers=(4,))
     meta = rule.init_meta(torch.Generator().manual_seed(0))
-    episodes = _random_episodes(1, 10, 6, 3)
-    logits = run_episodes(rule, meta, episodes, torch.Generator().manual_seed(1))
-    changed_y = episodes.y.clone()
-    changed_y[0, 5] = (changed_y[0, 5] + 1) % 3
-    changed = run_episodes(rule, meta, Episodes(episodes.x, changed_y, 3), torch.Generator().manual_seed(1))
-    assert torch.equal(logits[0, :6], changed[0, :6])  # steps 0..5 were predicted before label 5 came
-    assert not torch.equal(logits[0, 6], changed[0, 6])  # step 6 got its error
+    assert_predictions_precede_labels(rule, meta, random_episodes(1, 10, 6, 3))
 
 
 @pytest.mark.parametrize(
@@ -169,7 +148,7 @@ def test_bptt_meta_gradient_equals_finite_differences(float64, name, index):
     rule = VSML(3, 2, hidden_layers=(2,))
     meta = rule.init_meta(torch.Generator().manual_seed(0))
     meta = {k: v * 3 for k, v in meta.items()}  # larger weights: the messages really change the states
-    episodes = _random_episodes(2, 5, 3, 2, seed=4)
+    episodes = random_episodes(2, 5, 3, 2, seed=4)
 
     def loss(meta):
         return episode_loss(rule, meta, episodes, torch.Generator().manual_seed(1))
