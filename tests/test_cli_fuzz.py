@@ -220,7 +220,8 @@ def test_set_value_starting_with_a_dash_is_named():
 @pytest.fixture
 def stub_training(monkeypatch):
     """``run`` without training: every method "finishes" at once with a made-up entry; ``--nproc N``
-    does not start processes. Returns the calls (method names, and launches)."""
+    starts no processes but runs the ranks' command here, writing what they would. Returns the calls
+    (method names, and launches)."""
     calls: list = []
 
     def train(experiment, method, profile, seed, out_dir, **kwargs):
@@ -236,9 +237,9 @@ def stub_training(monkeypatch):
             "history": [],
         }
 
-    def launch(arguments, nproc):
+    def launch(arguments, nproc):  # the ranks' run, done here in one process as they would finish it
         calls.append(("launch", nproc))
-        return 0
+        return main(list(arguments))
 
     monkeypatch.setattr(warpgrad.engine.runs, "train", train)
     monkeypatch.setattr(warpgrad.engine.runs, "plot_learning_curves", lambda *a, **k: None)
@@ -415,7 +416,7 @@ def test_valid_argument_lists_run_the_stub(stub_training, tmp_path):
     assert json.loads((tmp_path / "out" / "results.json").read_text())["methods"].keys() == {"maml", "baseline"}
     stub_training.clear()
     code, _, err = _call(["run", "sine", "--profile", "smoke", "--method", "maml", "--nproc", "2", "--out", out + "2"])
-    assert (code, err) == (0, []) and stub_training == [("launch", 2)]
+    assert (code, err) == (0, []) and stub_training == [("launch", 2), "maml"]  # the launch, then its ranks train maml
 
 
 def test_seeds_with_stop_after_exit_0(tmp_path, monkeypatch):
@@ -426,3 +427,11 @@ def test_seeds_with_stop_after_exit_0(tmp_path, monkeypatch):
     assert out.count("stopped after 1 meta-steps") == 2  # both seeds ran and stopped
     assert (code, err) == (0, [])  # and no report across seeds that have no results yet
     assert "across seeds" not in out
+
+
+def test_seeds_with_nproc_report_across_the_seeds_the_ranks_wrote(stub_training, tmp_path, monkeypatch):
+    """The case the fuzzer found: ``--seeds 0-1 --nproc 2`` launches each seed and then reports them."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _call(["run", "sine", "--profile", "smoke", "--seeds", "0-1", "--nproc", "2"])
+    assert (code, err) == (0, [])
+    assert stub_training.count(("launch", 2)) == 2 and "across seeds 0, 1" in out
