@@ -99,16 +99,18 @@ def test_warpgrad_meta_gradient_equals_an_explicit_per_task_loop():
 
     torch.manual_seed(7)
     fixed_phi = {k: v.detach() for k, v in phi.items()}
-    points = []
-    for task in TASKS:  # trajectories (no meta-graph), then the Leap path's last training loss
-        theta = {k: v.detach().clone() for k, v in theta0.items()}
-        for _ in range(STEPS):
-            theta = {k: v.requires_grad_() for k, v in theta.items()}
+    thetas = [{k: v.detach().clone() for k, v in theta0.items()} for _ in TASKS]
+    visited = [[] for _ in TASKS]
+    for _ in range(STEPS):  # the tasks' trajectories in lockstep: step k of every task, then k + 1
+        for i, task in enumerate(TASKS):
+            theta = {k: v.requires_grad_() for k, v in thetas[i].items()}
             grads = torch.autograd.grad(loss_at(net, theta, fixed_phi, task.train), list(theta.values()))
-            points.append((task, {k: v.detach() for k, v in theta.items()}))
-            theta = {k: (v - LR * g).detach() for (k, v), g in zip(theta.items(), grads)}
-        with torch.no_grad():
+            visited[i].append({k: v.detach() for k, v in theta.items()})
+            thetas[i] = {k: (v - LR * g).detach() for (k, v), g in zip(theta.items(), grads)}
+    with torch.no_grad():  # the Leap path's last training loss of every task
+        for theta, task in zip(thetas, TASKS):
             loss_at(net, theta, fixed_phi, task.train)
+    points = [(task, theta) for task, path in zip(TASKS, visited) for theta in path]  # offered task by task
     losses = []
     for task, theta in points:  # the exact objective at every buffered point, in buffer order
         theta = {k: v.requires_grad_() for k, v in theta.items()}

@@ -84,3 +84,24 @@ def test_needs_warp_layers_and_a_known_objective():
         ContinualWarpGrad(MLP(2, (3,), 1), sgd(0.1), 1)
     with pytest.raises(ValueError, match="objective 'second'"):
         ContinualWarpGrad(tiny_model(), sgd(0.1), 1, objective="second")
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_sequences_in_lockstep_draw_and_compute_what_training_them_one_after_another_does(batched):
+    # Minibatches of 3 of each part's 5 points: the draws must come in the sequential order.
+    sequences = [sequence(), [Part(p.train_x + 0.5, p.train_y, p.test_x, p.test_y) for p in sequence()]]
+    learner = ContinualWarpGrad(tiny_model(), sgd(0.1), 2, batch_size=3, batched=batched)
+    _, phi = partition(learner.model)
+    generator = torch.Generator().manual_seed(4)
+    expected = [torch.zeros_like(p) for p in phi.values()]
+    one_by_one = [learner.train_sequence(s, generator, meta_gradient=expected) for s in sequences]
+    got = [torch.zeros_like(p) for p in phi.values()]
+    theta, loss_sum, points = learner.train_sequences(sequences, torch.Generator().manual_seed(4), meta_gradient=got)
+    assert points == sum(p for _, _, p in one_by_one) == 2 * 3 * 2
+    assert loss_sum == pytest.approx(sum(loss for _, loss, _ in one_by_one), rel=1e-10)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+    for i, (theta_i, _, _) in enumerate(one_by_one):
+        for name, value in theta_i.items():
+            torch.testing.assert_close(theta[name][i], value, rtol=1e-10, atol=1e-12)
+    assert not torch.equal(theta[next(iter(theta))][0], theta[next(iter(theta))][1])

@@ -241,18 +241,18 @@ def test_ranks_split_warpgrads_replay_budget(monkeypatch):
     from warpgrad.methods import warpgrad as warpgrad_module
 
     seen: dict[str, list[int]] = {"capacity": [], "drawn": []}
-    original_init, original_sample = warpgrad_module.ReservoirBuffer.__init__, warpgrad_module.ReservoirBuffer.sample
+    original_init, original_sample = warpgrad_module.PointBuffer.__init__, warpgrad_module.PointBuffer.sample
 
-    def init(self, capacity):
+    def init(self, capacity, dtype=None):
         seen["capacity"].append(capacity)
-        original_init(self, capacity)
+        original_init(self, capacity, dtype)
 
     def sample(self, n, generator):
         seen["drawn"].append(n)
         return original_sample(self, n, generator)
 
-    monkeypatch.setattr(warpgrad_module.ReservoirBuffer, "__init__", init)
-    monkeypatch.setattr(warpgrad_module.ReservoirBuffer, "sample", sample)
+    monkeypatch.setattr(warpgrad_module.PointBuffer, "__init__", init)
+    monkeypatch.setattr(warpgrad_module.PointBuffer, "sample", sample)
     profile = SMOKE.with_overrides({"meta_batch": "5", "warpgrad.buffer_size": "10", "warpgrad.warp_batch": "6"})
     seeds = _task_seeds(torch.Generator().manual_seed(0), 5)
     for share, capacity, drawn in ((1.0, 10, 6), (0.4, 4, 2), (0.6, 6, 4)):

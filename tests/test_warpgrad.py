@@ -26,7 +26,8 @@ from reference import (
 from torch.nn import functional as F
 
 from warpgrad import MLP, adam, momentum, partition, sgd
-from warpgrad.methods.warpgrad import ReservoirBuffer, TrajectoryPoint, WarpGrad, warp_objective
+from warpgrad.core.replay import PointBuffer, last_writers
+from warpgrad.methods.warpgrad import WarpGrad, warp_objective
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -160,13 +161,14 @@ def test_every_task_trajectory_in_a_meta_step_starts_at_theta0(monkeypatch):
     theta0, _ = partition(learner.model)
     start = {k: v.detach().clone() for k, v in theta0.items()}
     first_points = {}
-    real_add = ReservoirBuffer.add
+    real_store = PointBuffer.store
 
-    def spy(self, item, generator):
-        first_points.setdefault(item.task, {n: v.clone() for n, v in item.theta.items()})
-        real_add(self, item, generator)
+    def spy(self, slots, points):
+        for j, task in enumerate(points.task.tolist()):
+            first_points.setdefault(task, {n: v[j].clone() for n, v in points.theta.items()})
+        real_store(self, slots, points)
 
-    monkeypatch.setattr(ReservoirBuffer, "add", spy)
+    monkeypatch.setattr(PointBuffer, "store", spy)
     learner.meta_step([FixedTask(0), FixedTask(1), FixedTask(2)], torch.Generator().manual_seed(0))
     assert sorted(first_points) == [0, 1, 2]
     for p in first_points.values():
@@ -273,11 +275,10 @@ def test_reservoir_buffer_is_bounded_and_keeps_each_item_with_equal_probability(
     gen = torch.Generator().manual_seed(0)
     counts = torch.zeros(50)
     for _ in range(2000):
-        buffer = ReservoirBuffer(10)
-        for i in range(50):
-            buffer.add(i, gen)
-        assert len(buffer) == 10
-        for i in buffer.items:
+        buffer = PointBuffer(10)
+        kept = last_writers(buffer.plan(20, gen) + buffer.plan(30, gen))  # planned in two parts
+        assert len(buffer) == 10 and sorted(kept.values()) == list(range(10))
+        for i in kept:
             counts[i] += 1
     frequency = counts / 2000
     assert (frequency - 0.2).abs().max() < 0.04  # each kept with probability 10/50 (±4.5 sd)
@@ -285,13 +286,13 @@ def test_reservoir_buffer_is_bounded_and_keeps_each_item_with_equal_probability(
 
 def test_buffer_memory_does_not_grow_with_the_number_of_inner_steps(monkeypatch):
     sizes = []
-    real = ReservoirBuffer.sample
+    real = PointBuffer.sample
 
     def spy(self, n, generator):
         sizes.append(len(self))
         return real(self, n, generator)
 
-    monkeypatch.setattr(ReservoirBuffer, "sample", spy)
+    monkeypatch.setattr(PointBuffer, "sample", spy)
     for steps in (5, 40):
         make_learner(inner_steps=steps, buffer_size=16).meta_step([FixedTask(0), FixedTask(1)], torch.Generator())
     assert sizes == [10, 16]
@@ -311,16 +312,15 @@ def test_trajectory_point_state_is_what_the_inner_optimiser_had_at_that_step():
     tasks = [FixedTask(0)]
     learner = make_learner(inner=adam(0.05), inner_steps=3, buffer_size=100, warp_batch=100)
     recorded = []
-    real_add = ReservoirBuffer.add
+    real_store = PointBuffer.store
 
-    def spy(self, item, generator):
-        recorded.append(item)
-        real_add(self, item, generator)
+    def spy(self, slots, points):
+        recorded.extend(points.state["t"].tolist())
+        real_store(self, slots, points)
 
-    ReservoirBuffer.add = spy
+    PointBuffer.store = spy
     try:
         learner.meta_step(tasks, torch.Generator().manual_seed(0))
     finally:
-        ReservoirBuffer.add = real_add
-    assert [float(p.state["t"]) for p in recorded] == [0.0, 1.0, 2.0]
-    assert isinstance(recorded[0], TrajectoryPoint)
+        PointBuffer.store = real_store
+    assert recorded == [0.0, 1.0, 2.0]

@@ -29,13 +29,16 @@ __all__ = ["InnerOptimizer", "sgd", "momentum", "adam", "per_parameter_sgd", "ma
 class InnerOptimizer:
     """A pure, differentiable optimiser: ``init(params) -> state``, ``update(g, s, p) -> (p, s)``.
 
-    ``name`` and ``hyper`` describe it (for logs and checkpoints).
+    ``name`` and ``hyper`` describe it (for logs and checkpoints). ``elementwise``: the update
+    acts on each entry alone and its state holds no per-parameter scalars, so it applies unchanged
+    to the parameters of many tasks stacked along a leading dimension (no ``vmap`` needed).
     """
 
     name: str
     hyper: dict[str, float]
     init: Callable[[Params], State]
     update: Callable[[Params, State, Params], tuple[Params, State]]
+    elementwise: bool = False
 
 
 def sgd(lr: float) -> InnerOptimizer:
@@ -47,7 +50,7 @@ def sgd(lr: float) -> InnerOptimizer:
     def update(grads: Params, state: State, params: Params) -> tuple[Params, State]:
         return {k: params[k] - lr * grads[k] for k in params}, {}
 
-    return InnerOptimizer("sgd", {"lr": lr}, init, update)
+    return InnerOptimizer("sgd", {"lr": lr}, init, update, elementwise=True)
 
 
 def momentum(lr: float, beta: float = 0.9) -> InnerOptimizer:
@@ -60,7 +63,7 @@ def momentum(lr: float, beta: float = 0.9) -> InnerOptimizer:
         buf = {k: beta * state["buf"][k] + grads[k] for k in params}
         return {k: params[k] - lr * buf[k] for k in params}, {"buf": buf}
 
-    return InnerOptimizer("momentum", {"lr": lr, "beta": beta}, init, update)
+    return InnerOptimizer("momentum", {"lr": lr, "beta": beta}, init, update, elementwise=True)
 
 
 def adam(
@@ -118,7 +121,7 @@ def per_parameter_sgd(lrs: Params) -> InnerOptimizer:
     def update(grads: Params, state: State, params: Params) -> tuple[Params, State]:
         return {k: params[k] - lrs[k] * grads[k] for k in params}, {}
 
-    return InnerOptimizer("per_parameter_sgd", {}, init, update)
+    return InnerOptimizer("per_parameter_sgd", {}, init, update, elementwise=True)
 
 
 INNER_OPTIMIZERS: dict[str, Callable[..., InnerOptimizer]] = {"sgd": sgd, "momentum": momentum, "adam": adam}

@@ -26,102 +26,121 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from warpgrad.core.lockstep import Step, lockstep
 from warpgrad.core.optim import InnerOptimizer
-from warpgrad.core.tree import Params, State
-from warpgrad.core.unroll import StepHook
+from warpgrad.core.tree import Params
 from warpgrad.errors import UsageError
-from warpgrad.methods.base import InitialisationLearner, inner_loop, task_loss
+from warpgrad.methods.base import InitialisationLearner, MetaLearner
 from warpgrad.methods.registry import register
 from warpgrad.tasks.base import Task
 
 
-def leap_segment_gradient(
-    theta_prev: Params,
-    theta_next: Params,
+def leap_segment(
+    theta_prev: Tensor,
+    theta_next: Tensor,
     loss_prev: Tensor,
     loss_next: Tensor,
-    grad_prev: Params,
+    grad_prev: Tensor,
     norm: bool = True,
     loss_term: bool = True,
     stabilizer: bool = True,
-) -> Params:
-    """Δ_k for the segment ``theta_prev → theta_next`` (see module docstring)."""
+) -> tuple[Tensor, Tensor]:
+    """Δ_k for the segments ``theta_prev → theta_next`` of T tasks at once (see module docstring)
+    and the segments' lengths √(‖Δθ‖² + ΔL²): parameters flattened to ``[T, P]``, losses ``[T]``."""
     d_loss = (loss_next - loss_prev).detach() if loss_term else torch.zeros_like(loss_prev)
     if stabilizer:
         d_loss = -d_loss.abs()
-    increment = {k: (theta_prev[k] - theta_next[k]) - d_loss * grad_prev[k] for k in theta_prev}
+    step = theta_next - theta_prev
+    increment = -step - d_loss[:, None] * grad_prev
+    length = torch.sqrt(step.pow(2).sum(1) + d_loss**2)
     if norm:
-        squared = sum(((theta_next[k] - theta_prev[k]) ** 2).sum() for k in theta_prev) + d_loss**2
-        length = torch.sqrt(squared)
-        if length > 0:
-            increment = {k: v / length for k, v in increment.items()}
-    return increment
+        increment = increment / torch.where(length > 0, length, torch.ones_like(length))[:, None]  # 0 adds 0
+    return increment, length
 
 
-class LeapPath:
-    """Accumulates Σ_k Δ_k along one task's path, one point at a time (O(1) memory in K).
+class LeapPaths:
+    """Accumulates Σ_k Δ_k along the paths of T tasks at once, one step at a time (O(1) memory
+    in K): points are stacked ``[T, ...]`` (as :func:`warpgrad.core.lockstep.lockstep` gives them).
 
     Call :meth:`observe` with (θ_k, L_k, ∇L(θ_k)) for k = 0, 1, …, K (the gradient of the last
-    point is not needed: pass ``None``); :attr:`gradient` then holds Σ_k Δ_k and
-    :attr:`length` the path length Σ_k √(‖Δθ‖² + ΔL²) (with the loss term when it is on).
+    point is not needed: pass ``None``); :meth:`mean_gradient` then gives the mean over tasks of
+    Σ_k Δ_k and :meth:`mean_length` of the path lengths Σ_k √(‖Δθ‖² + ΔL²) (with the loss term
+    when it is on). Parameters are flattened into one ``[T, P]`` tensor per point, so a step
+    costs a handful of tensor operations however many parameter tensors the model has.
     """
 
     def __init__(self, norm: bool = True, loss_term: bool = True, stabilizer: bool = True):
-        self.norm, self.loss_term, self.stabilizer = norm, loss_term, stabilizer
-        self.gradient: Params | None = None
-        self.length = 0.0
-        self._previous: tuple[Params, Tensor, Params | None] | None = None
+        self.options = {"norm": norm, "loss_term": loss_term, "stabilizer": stabilizer}
+        self.gradient: Tensor | None = None
+        self.length: Tensor | None = None
+        self._previous: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     def observe(self, theta: Params, loss: Tensor, grad: Params | None) -> None:
-        theta = {k: v.detach() for k, v in theta.items()}
-        loss = loss.detach()
+        flat, loss = _flat(theta), loss.detach()
         if self._previous is not None:
             theta_prev, loss_prev, grad_prev = self._previous
             if grad_prev is None:
-                raise UsageError("LeapPath.observe: every point but the last needs its gradient")
-            inc = leap_segment_gradient(
-                theta_prev, theta, loss_prev, loss, grad_prev, self.norm, self.loss_term, self.stabilizer
-            )
-            self.gradient = inc if self.gradient is None else {k: self.gradient[k] + inc[k] for k in inc}
-            d_loss = float(loss - loss_prev) if self.loss_term else 0.0
-            self.length += float(torch.sqrt(sum(((theta[k] - theta_prev[k]) ** 2).sum() for k in theta) + d_loss**2))
-        self._previous = (theta, loss, None if grad is None else {k: v.detach() for k, v in grad.items()})
+                raise UsageError("LeapPaths.observe: every point but the last needs its gradient")
+            increment, length = leap_segment(theta_prev, flat, loss_prev, loss, grad_prev, **self.options)
+            if self.gradient is None:
+                self.gradient, self.length = increment, length
+            else:
+                self.gradient, self.length = self.gradient + increment, self.length + length
+        self._previous = (flat, loss, None if grad is None else _flat(grad))
+
+    def mean_gradient(self, like: Params) -> Params:
+        """The mean over tasks of Σ_k Δ_k, shaped ``like`` θ₀ (zeros when no segment was observed)."""
+        if self.gradient is None:
+            return {k: torch.zeros_like(v) for k, v in like.items()}
+        mean = self.gradient.mean(0).split([v.numel() for v in like.values()])
+        return {k: m.view_as(v) for (k, v), m in zip(like.items(), mean)}
+
+    def mean_length(self) -> float:
+        return 0.0 if self.length is None else float(self.length.mean())
 
 
-def run_trajectory(
-    model: nn.Module,
-    inner_optimizer: InnerOptimizer,
-    theta0: Params,
-    phi: Params,
-    task: Task,
-    steps: int,
+def _flat(params: Params) -> Tensor:
+    """Stacked parameters ``{name: [T, ...]}`` as one detached ``[T, P]`` tensor."""
+    return torch.cat([v.detach().flatten(1) for v in params.values()], 1)
+
+
+def trajectories(
+    learner: MetaLearner,
+    tasks: list[Task],
     generator: torch.Generator,
-    path: LeapPath | None = None,
-    on_step: StepHook | None = None,
-) -> tuple[Params, float]:
-    """Run a task's inner loop, feeding every point to ``path`` (if any) and ``on_step``.
+    path: LeapPaths | None = None,
+    on_step: Callable[[Step], None] | None = None,
+) -> tuple[Params, Tensor]:
+    """Every task's inner loop from the learner's θ₀ in lockstep, feeding every point to ``path``
+    (if any) and ``on_step``. Returns each task's θ_K and its training loss on one more batch
+    (the path's last point), stacked over tasks."""
 
-    Returns θ_K and its training loss on one more training batch (the path's last point).
-    """
-
-    def observe(k: int, theta: Params, state: State, loss: Tensor, grad: Params, batch: Any) -> None:
+    def observe(step: Step) -> None:
         if path is not None:
-            path.observe(theta, loss, grad)
+            path.observe(step.theta, step.loss, step.grad)
         if on_step is not None:
-            on_step(k, theta, state, loss, grad, batch)
+            on_step(step)
 
-    theta_k, _ = inner_loop(model, inner_optimizer, theta0, phi, task, steps, generator, observe)
-    batch = task.train_batch(generator)
-    with torch.no_grad():
-        final_loss = task_loss(model, task, phi)(theta_k, batch)
+    theta0, phi = learner.parameters_by_role()
+    theta_k, final_loss, _ = lockstep(
+        learner.model,
+        learner.inner_optimizer,
+        theta0,
+        phi,
+        tasks,
+        learner.inner_steps,
+        generator,
+        learner.batched,
+        observe,
+    )
     if path is not None:
         path.observe(theta_k, final_loss, None)
-    return theta_k, float(final_loss)
+    return theta_k, final_loss
 
 
 @dataclass
@@ -134,6 +153,7 @@ class LeapConfig:
         norm: divide each segment's gradient by its length (path length; Leap's default).
         loss_term: keep the −ΔL·∇L term.
         stabilizer: use −|ΔL| in place of ΔL.
+        batched: run the tasks' trajectories in lockstep with ``vmap`` when the model allows it.
     """
 
     meta_optimizer: str = "sgd"
@@ -141,12 +161,13 @@ class LeapConfig:
     norm: bool = True
     loss_term: bool = True
     stabilizer: bool = True
+    batched: bool = True
 
 
 class Leap(InitialisationLearner):
     """The Leap meta-learner: θ₀ descends the mean over tasks of Σ_k Δ_k (module docstring).
 
-    Warp layers in the model, if any, are held fixed. Options as :class:`LeapPath`; the
+    Warp layers in the model, if any, are held fixed. Options as :class:`LeapPaths`; the
     meta-optimiser is ``sgd`` or ``adam`` with ``meta_lr``.
     """
 
@@ -163,28 +184,20 @@ class Leap(InitialisationLearner):
         norm: bool = True,
         loss_term: bool = True,
         stabilizer: bool = True,
+        batched: bool = True,
     ):
-        super().__init__(model, inner_optimizer, inner_steps, meta_optimizer=meta_optimizer, meta_lr=meta_lr)
+        super().__init__(
+            model, inner_optimizer, inner_steps, meta_optimizer=meta_optimizer, meta_lr=meta_lr, batched=batched
+        )
         self.path_options = {"norm": norm, "loss_term": loss_term, "stabilizer": stabilizer}
 
     def meta_gradient(self, tasks: list[Task], generator: torch.Generator) -> tuple[Params, dict[str, float]]:
         """∇θ₀ (the mean over tasks of Σ_k Δ_k) and metrics, without applying it."""
-        theta0, phi = self.parameters_by_role()
-        paths, final_losses = [], []
-        for task in tasks:
-            path = LeapPath(**self.path_options)
-            _, final = run_trajectory(
-                self.model, self.inner_optimizer, theta0, phi, task, self.inner_steps, generator, path
-            )
-            paths.append(path)
-            final_losses.append(final)
-        zero = {k: torch.zeros_like(v) for k, v in theta0.items()}
-        grad = {k: sum((p.gradient or zero)[k] for p in paths) / len(paths) for k in theta0}
-        metrics = {
-            "task_loss": sum(final_losses) / len(tasks),
-            "path_length": sum(p.length for p in paths) / len(tasks),
-        }
-        return grad, metrics
+        theta0, _ = self.parameters_by_role()
+        path = LeapPaths(**self.path_options)
+        _, final_losses = trajectories(self, tasks, generator, path)
+        metrics = {"task_loss": float(final_losses.mean()), "path_length": path.mean_length()}
+        return path.mean_gradient(theta0), metrics
 
 
 register("leap", Leap, LeapConfig, "Leap: shorten the task training paths")

@@ -19,7 +19,7 @@ from torch import nn
 from warpgrad.core.optim import InnerOptimizer
 from warpgrad.core.tree import Params
 from warpgrad.methods.base import InitialisationLearner
-from warpgrad.methods.leap import run_trajectory
+from warpgrad.methods.leap import trajectories
 from warpgrad.methods.registry import register
 from warpgrad.tasks.base import Task
 
@@ -31,10 +31,12 @@ class ReptileConfig:
     Attributes:
         meta_optimizer: ``sgd`` (the paper's update with ``meta_lr`` = ε) or ``adam``.
         meta_lr: the meta learning rate ε.
+        batched: run the tasks' trajectories in lockstep with ``vmap`` when the model allows it.
     """
 
     meta_optimizer: str = "sgd"
     meta_lr: float = 1.0
+    batched: bool = True
 
 
 class Reptile(InitialisationLearner):
@@ -50,23 +52,18 @@ class Reptile(InitialisationLearner):
         *,
         meta_optimizer: str = "sgd",
         meta_lr: float = 1.0,
+        batched: bool = True,
     ):
-        super().__init__(model, inner_optimizer, inner_steps, meta_optimizer=meta_optimizer, meta_lr=meta_lr)
+        super().__init__(
+            model, inner_optimizer, inner_steps, meta_optimizer=meta_optimizer, meta_lr=meta_lr, batched=batched
+        )
 
     def meta_gradient(self, tasks: list[Task], generator: torch.Generator) -> tuple[Params, dict[str, float]]:
         """θ₀ − mean_τ θ_K^τ and metrics, without applying it."""
-        theta0, phi = self.parameters_by_role()
-        total = {k: torch.zeros_like(v) for k, v in theta0.items()}
-        losses = []
-        for task in tasks:
-            theta_k, final = run_trajectory(
-                self.model, self.inner_optimizer, theta0, phi, task, self.inner_steps, generator
-            )
-            for k in total:
-                total[k] += theta_k[k]
-            losses.append(final)
-        grad = {k: theta0[k].detach() - total[k] / len(tasks) for k in theta0}
-        return grad, {"task_loss": sum(losses) / len(losses)}
+        theta0, _ = self.parameters_by_role()
+        theta_k, final_losses = trajectories(self, tasks, generator)
+        grad = {k: theta0[k].detach() - theta_k[k].mean(0) for k in theta0}
+        return grad, {"task_loss": float(final_losses.mean())}
 
 
 register("reptile", Reptile, ReptileConfig, "Reptile: move θ₀ towards the adapted parameters")

@@ -51,19 +51,21 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from warpgrad.core.batching import batching_allowed
+from warpgrad.core.lockstep import Step, unstack
 from warpgrad.core.optim import InnerOptimizer
-from warpgrad.core.replay import ReservoirBuffer, TrajectoryPoint
+from warpgrad.core.replay import PointBuffer, Points, last_writers
 from warpgrad.core.shell import LOCAL, META_OPTIMIZERS, MetaGradients, Reduction
 from warpgrad.core.tree import Params, State, same_shapes, tree_stack
 from warpgrad.errors import UsageError
 from warpgrad.methods.base import MetaLearner, task_loss
-from warpgrad.methods.leap import LeapPath, run_trajectory
+from warpgrad.methods.leap import LeapPaths, trajectories
 from warpgrad.methods.maml import maml_gradient
 from warpgrad.methods.registry import check_choice, register
 from warpgrad.tasks.base import Task, as_task, loss_function
@@ -72,6 +74,7 @@ OBJECTIVES = ("exact", "first_order", "approx")
 ALGORITHMS = ("offline", "online")
 INITS = ("none", "leap", "maml")
 META_LOSS_DATA = ("train", "test")
+BUFFER_DTYPES = {"same": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 Batch = Any
 Apply = Callable[[str, list[Tensor]], None]
@@ -124,11 +127,19 @@ def algorithm_2_offline(
     2. compute the initialisation's meta-gradient (Warp-Leap's path gradient or Warp-MAML's);
     3. ``warp_updates`` times: draw ``warp_batch`` points; step φ along ∇φ of the mean objective;
     4. step θ₀ along λ × its meta-gradient.
-    """
-    buffer = ReservoirBuffer(reduction.budget(learner.buffer_size))  # this process's share of it
 
-    def offer(i: int, theta: Params, state: State) -> None:
-        buffer.add(TrajectoryPoint(i, theta, state), generator)
+    The tasks run in lockstep; the buffer's slots are drawn first, as if the points were offered
+    task after task (θ_0^1 … θ_{K-1}^1, θ_0^2 …), and each point is stored when it is reached.
+    """
+    buffer = PointBuffer(reduction.budget(learner.buffer_size), learner.buffer_dtype)  # this process's share
+    steps = learner.inner_steps
+    kept = last_writers(buffer.plan(len(tasks) * steps, generator))  # offer i·K + k: task i's θ_k
+
+    def offer(step: Step) -> None:
+        rows = [(i, kept[i * steps + step.k]) for i in range(len(tasks)) if i * steps + step.k in kept]
+        if rows:
+            points = Points(torch.arange(len(tasks)), step.theta, step.state)
+            buffer.store(torch.tensor([slot for _, slot in rows]), points.rows(torch.tensor([i for i, _ in rows])))
 
     metrics, paths = learner.run_trajectories(tasks, generator, offer)
     init_grad = learner.init_gradient(tasks, paths, generator, metrics)
@@ -156,19 +167,21 @@ def algorithm_1_online(
     """
     _, phi = learner.parameters_by_role()
     total = [torch.zeros_like(p) for p in phi.values()]
-    losses: list[float] = []
+    summed = {"loss": 0.0, "points": 0}
 
-    def accumulate(i: int, theta: Params, state: State) -> None:
-        loss, grads = learner.warp_gradient([TrajectoryPoint(i, theta, state)], tasks, generator)
+    def accumulate(step: Step) -> None:
+        points = Points(torch.arange(len(tasks)), step.theta, step.state)
+        loss, grads = learner.warp_gradient(points, tasks, generator)  # of the mean over the points
         for acc, g in zip(total, grads):
-            acc += g
-        losses.append(loss)
+            acc += len(points) * g
+        summed["loss"] += len(points) * loss
+        summed["points"] += len(points)
 
     metrics, paths = learner.run_trajectories(tasks, generator, accumulate)
     init_grad = learner.init_gradient(tasks, paths, generator, metrics)
-    if losses:
-        apply("warp", [g / len(losses) for g in total])
-        metrics["warp_loss"] = sum(losses) / len(losses)
+    if summed["points"]:
+        apply("warp", [g / summed["points"] for g in total])
+        metrics["warp_loss"] = summed["loss"] / summed["points"]
     if init_grad is not None:
         apply("init", init_grad)
     return metrics
@@ -190,12 +203,15 @@ class WarpGradConfig:
         warp_lr: φ's meta learning rate.
         init_lr: θ₀'s meta learning rate.
         buffer_size: the replay buffer's capacity (offline).
+        buffer_dtype: what the buffer stores points in: ``same`` (as visited), ``bfloat16`` or
+            ``float16`` (half the memory; the points are rounded, see docs/benchmarks.md).
         warp_batch: trajectory points per warp update (``None``: every buffered point).
         warp_updates: warp updates per meta-step (offline).
         meta_loss_data: each point's meta batch: a fresh ``train`` batch or the task's ``test`` batch.
         maml_steps: Warp-MAML's inner steps (``None``: the experiment's inner steps).
         leap_norm, leap_loss_term, leap_stabilizer: Warp-Leap's path options (see Leap).
-        batched: vmap over trajectory points when their batches have equal shapes.
+        batched: run the tasks' trajectories in lockstep and the objective over trajectory points
+            with ``vmap`` when their batches have equal shapes (else one at a time, same values).
     """
 
     objective: str = "exact"
@@ -206,6 +222,7 @@ class WarpGradConfig:
     warp_lr: float = 0.1
     init_lr: float = 0.1
     buffer_size: int = 256
+    buffer_dtype: str = "same"
     warp_batch: int | None = None
     warp_updates: int = 1
     meta_loss_data: str = "train"
@@ -223,6 +240,7 @@ class WarpGradConfig:
             ("init", INITS),
             ("meta_optimizer", META_OPTIMIZERS),
             ("meta_loss_data", META_LOSS_DATA),
+            ("buffer_dtype", tuple(BUFFER_DTYPES)),
         ):
             check_choice(f"warpgrad.{name}", getattr(self, name), allowed)
         for label, value in (("buffer_size", self.buffer_size), ("warp_updates", self.warp_updates)):
@@ -247,6 +265,7 @@ class WarpGrad(MetaLearner):
         self.objective, self.algorithm, self.init, self.init_weight = c.objective, c.algorithm, c.init, c.init_weight
         self.buffer_size, self.warp_batch, self.warp_updates = c.buffer_size, c.warp_batch, c.warp_updates
         self.meta_loss_data = c.meta_loss_data
+        self.buffer_dtype = BUFFER_DTYPES[c.buffer_dtype]
         self.maml_steps = inner_steps if c.maml_steps is None else c.maml_steps
         self.leap_options = {"norm": c.leap_norm, "loss_term": c.leap_loss_term, "stabilizer": c.leap_stabilizer}
         self.batched = batching_allowed(model, c.batched)
@@ -256,88 +275,63 @@ class WarpGrad(MetaLearner):
 
     # ------------------------------------------------------------------ pieces of the algorithms
     def run_trajectories(
-        self, tasks: list[Task], generator: torch.Generator, visit: Callable[[int, Params, State], None]
-    ) -> tuple[dict[str, float], list[LeapPath]]:
-        """K inner steps on every task from θ₀, calling ``visit(task index, θ_k, s_k)`` at each
-        point; returns the mean final task loss and the tasks' Leap paths (Warp-Leap)."""
-        theta0, phi = self.parameters_by_role()
-        paths: list[LeapPath] = []
-        final_losses = []
-        for i, task in enumerate(tasks):
-            path = LeapPath(**self.leap_options) if self.init == "leap" else None
-            _, final_loss = run_trajectory(
-                self.model,
-                self.inner_optimizer,
-                theta0,
-                phi,
-                task,
-                self.inner_steps,
-                generator,
-                path,
-                lambda k, theta, state, loss, grad, batch, i=i: visit(i, theta, state),
-            )
-            final_losses.append(final_loss)
-            if path is not None:
-                paths.append(path)
-        return {"task_loss": sum(final_losses) / len(final_losses)}, paths
+        self, tasks: list[Task], generator: torch.Generator, visit: Callable[[Step], None]
+    ) -> tuple[dict[str, float], LeapPaths | None]:
+        """K inner steps of every task from θ₀ in lockstep, calling ``visit`` with every task's
+        point at each step; returns the mean final task loss and the tasks' Leap paths (Warp-Leap)."""
+        paths = LeapPaths(**self.leap_options) if self.init == "leap" else None
+        _, final_losses = trajectories(self, tasks, generator, paths, visit)
+        return {"task_loss": float(final_losses.mean())}, paths
 
     def init_gradient(
-        self, tasks: list[Task], paths: list[LeapPath], generator: torch.Generator, metrics: dict[str, float]
+        self, tasks: list[Task], paths: LeapPaths | None, generator: torch.Generator, metrics: dict[str, float]
     ) -> list[Tensor] | None:
         """λ × the initialisation's meta-gradient (``None`` when there is nothing to step)."""
         theta0, phi = self.parameters_by_role()
         grad: Params | None = None
-        if self.init == "leap":
-            grads = [p.gradient for p in paths if p.gradient is not None]
-            metrics["path_length"] = sum(p.length for p in paths) / len(paths)
-            if grads:
-                grad = {k: sum(g[k] for g in grads) / len(paths) for k in theta0}
+        if self.init == "leap" and paths is not None:
+            metrics["path_length"] = paths.mean_length()
+            if paths.gradient is not None:
+                grad = paths.mean_gradient(theta0)
         elif self.init == "maml":
             grad, metrics["maml_loss"] = maml_gradient(
                 self.model, self.inner_optimizer, theta0, phi, tasks, self.maml_steps, generator, batched=self.batched
             )
         return None if grad is None else [self.init_weight * grad[k] for k in theta0]
 
-    def _point_batches(self, points: list[TrajectoryPoint], tasks: list[Task], generator: torch.Generator):
-        batches = []
-        for p in points:
-            task = tasks[p.task]
-            inner = task.train_batch(generator)
-            meta = task.train_batch(generator) if self.meta_loss_data == "train" else task.test_batch()
-            batches.append((inner, meta))
-        return batches
-
-    def warp_loss(self, points: list[TrajectoryPoint], tasks: list[Task], generator: torch.Generator) -> Tensor:
+    def warp_loss(self, points: Points, tasks: list[Task], generator: torch.Generator) -> Tensor:
         """Mean warp objective over ``points`` (differentiable w.r.t. the warp parameters).
 
-        Uses ``torch.func.vmap`` over points when ``batched`` and all batches have equal shapes,
-        else a loop; both draw the same batches and give the same value.
+        Each point draws its inner and meta batch (in point order). Uses ``torch.func.vmap`` over
+        points when ``batched`` and all batches have equal shapes, else a loop; same value.
         """
         _, phi = self.parameters_by_role()
-        batches = self._point_batches(points, tasks, generator)
-        loss_fns = {loss_function(tasks[p.task]) for p in points}
-        if self.batched and len(points) > 1 and same_shapes(batches) and len(loss_fns) == 1:
-            task = tasks[points[0].task]
-            theta = tree_stack([p.theta for p in points])
-            state = tree_stack([p.state for p in points])
-
-            def one(theta: Params, state: State, inner: Batch, meta: Batch) -> Tensor:
-                return warp_objective(
-                    self.model, task, self.inner_optimizer, theta, state, phi, inner, meta, self.objective
-                )
-
-            stacked = tree_stack(batches)
-            return torch.func.vmap(one)(theta, state, stacked[0], stacked[1]).mean()
-        losses = [
-            warp_objective(
-                self.model, tasks[p.task], self.inner_optimizer, p.theta, p.state, phi, inner, meta, self.objective
+        task_ids = points.task.tolist()
+        batches = [
+            (
+                tasks[i].train_batch(generator),
+                tasks[i].train_batch(generator) if self.meta_loss_data == "train" else tasks[i].test_batch(),
             )
-            for p, (inner, meta) in zip(points, batches)
+            for i in task_ids
+        ]
+
+        def one(task: Task, theta: Params, state: State, inner: Batch, meta: Batch) -> Tensor:
+            return warp_objective(
+                self.model, task, self.inner_optimizer, theta, state, phi, inner, meta, self.objective
+            )
+
+        one_loss = len({loss_function(tasks[i]) for i in task_ids}) == 1
+        if self.batched and len(points) > 1 and same_shapes(batches) and one_loss:
+            inner, meta = tree_stack(batches)
+            return torch.func.vmap(partial(one, tasks[task_ids[0]]))(points.theta, points.state, inner, meta).mean()
+        losses = [
+            one(tasks[i], unstack(points.theta, j), unstack(points.state, j), *batches[j])
+            for j, i in enumerate(task_ids)
         ]
         return torch.stack(losses).mean()
 
     def warp_gradient(
-        self, points: list[TrajectoryPoint], tasks: list[Task], generator: torch.Generator
+        self, points: Points, tasks: list[Task], generator: torch.Generator
     ) -> tuple[float, list[Tensor]]:
         """The mean warp objective over ``points`` and its gradient w.r.t. φ."""
         _, phi = self.parameters_by_role()
@@ -392,8 +386,8 @@ __all__ = [
     "WarpGrad",
     "WarpGradConfig",
     "warp_objective",
-    "ReservoirBuffer",
-    "TrajectoryPoint",
+    "PointBuffer",
+    "Points",
     "algorithm_1_online",
     "algorithm_2_offline",
 ]

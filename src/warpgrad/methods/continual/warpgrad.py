@@ -27,10 +27,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from warpgrad.core.batching import batching_allowed
+from warpgrad.core.lockstep import Step, lockstep, unstack
 from warpgrad.core.shell import LOCAL, MetaShell, Reduction
-from warpgrad.core.unroll import unroll
+from warpgrad.core.tree import same_shapes, tree_stack
 from warpgrad.errors import UsageError
-from warpgrad.functional import InnerOptimizer, Params, combine, detach, functional_apply, partition
+from warpgrad.functional import InnerOptimizer, Params, combine, functional_apply, partition
 from warpgrad.methods.base import check_no_running_statistics
 from warpgrad.methods.warpgrad import OBJECTIVES, warp_objective
 
@@ -42,11 +44,23 @@ class Experience(Protocol):
     test_y: Tensor
 
 
-def _batch(x: Tensor, y: Tensor, size: int | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    if size is None or size >= x.shape[0]:
-        return x, y
-    index = torch.randperm(x.shape[0], generator=generator)[:size]
-    return x[index], y[index]
+def _index(n: int, size: int | None, generator: torch.Generator) -> Tensor | None:
+    """A minibatch's rows (``None``: every row), drawn as the sequential loop draws them."""
+    return None if size is None or size >= n else torch.randperm(n, generator=generator)[:size]
+
+
+def _take(x: Tensor, y: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor]:
+    return (x, y) if index is None else (x[index], y[index])
+
+
+class _PlannedExperience:
+    """Experience ``t`` of one sequence as a task whose training batches are drawn in advance."""
+
+    def __init__(self, experience: Experience, rows: list[Tensor | None], loss_fn: Callable[[Tensor, Tensor], Tensor]):
+        self.experience, self.rows, self.loss = experience, iter(rows), loss_fn
+
+    def train_batch(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        return _take(self.experience.train_x, self.experience.train_y, next(self.rows))
 
 
 class ContinualWarpGrad:
@@ -60,6 +74,7 @@ class ContinualWarpGrad:
         meta_optimizer, warp_lr: meta-optimiser of φ.
         batch_size: minibatch per inner step and per experience in the meta-loss (None: all data).
         loss_fn: the task loss (MSE for continual sine regression).
+        batched: train the sequences of a meta-batch in lockstep with ``vmap`` when the model allows.
     """
 
     name = "warpgrad-continual"
@@ -75,6 +90,7 @@ class ContinualWarpGrad:
         warp_lr: float = 1e-3,
         batch_size: int | None = None,
         loss_fn: Callable[[Tensor, Tensor], Tensor] = F.mse_loss,
+        batched: bool = True,
     ):
         if objective not in OBJECTIVES:
             raise UsageError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
@@ -86,8 +102,97 @@ class ContinualWarpGrad:
             raise UsageError("ContinualWarpGrad needs a model with at least one warpgrad.Warp layer; found none")
         self.model, self.inner_optimizer, self.steps = model, inner_optimizer, steps
         self.objective, self.batch_size, self.loss_fn = objective, batch_size, loss_fn
+        self.batched = batching_allowed(model, batched)
         self.shell = MetaShell(model)
         self.shell.add_group("warp", phi, meta_optimizer, warp_lr)
+
+    def _plan(self, sequence: list[Experience], generator: torch.Generator, meta: bool) -> list[list[Any]]:
+        """Every minibatch's rows of ``sequence``, in the order training it alone draws them: per
+        experience t and step, the step's rows, then (``meta``) the rows of experiences 0 … t."""
+        plan = []
+        for t, experience in enumerate(sequence):
+            steps = []
+            for _ in range(self.steps):
+                rows = _index(len(experience.train_x), self.batch_size, generator)
+                seen = [_index(len(e.train_x), self.batch_size, generator) for e in sequence[: t + 1]] if meta else []
+                steps.append((rows, seen))
+            plan.append(steps)
+        return plan
+
+    def train_sequences(
+        self,
+        sequences: Sequence[Sequence[Experience]],
+        generator: torch.Generator,
+        on_experience: Callable[[int, Params], None] | None = None,
+        meta_gradient: list[Tensor] | None = None,
+    ) -> tuple[Params, float, int]:
+        """Train θ from θ₀ through every sequence, the sequences in lockstep (vmapped when their
+        experiences have equal shapes); return (θ stacked over sequences, summed meta-loss, number
+        of points). Minibatches are drawn first, sequence after sequence, exactly as training each
+        sequence alone would draw them.
+
+        ``on_experience(t, θ)`` is called after each experience with θ stacked over sequences. When
+        ``meta_gradient`` (one tensor per warp parameter) is given, ∇φ of the meta-loss at every
+        point is added to it.
+        """
+        sequences = [list(s) for s in sequences]
+        if len({len(s) for s in sequences}) != 1:
+            raise UsageError(f"sequences trained together need equal lengths, got {[len(s) for s in sequences]}")
+        plans = [self._plan(s, generator, meta_gradient is not None) for s in sequences]
+        theta0, phi = partition(self.model)
+        totals = {"loss": 0.0, "points": 0}
+
+        def meta_gradient_at(t: int, step: Step) -> None:
+            inner, meta = [], []
+            for i, sequence in enumerate(sequences):
+                rows, seen_rows = plans[i][t][step.k]
+                inner.append(_take(sequence[t].train_x, sequence[t].train_y, rows))
+                seen = [_take(e.train_x, e.train_y, r) for e, r in zip(sequence[: t + 1], seen_rows)]
+                meta.append((torch.cat([b[0] for b in seen]), torch.cat([b[1] for b in seen])))
+            with torch.enable_grad():
+                values = self._objectives(step, phi, inner, meta)
+                for acc, g in zip(meta_gradient, torch.autograd.grad(values.sum(), list(phi.values()))):
+                    acc += g
+            totals["loss"] += float(values.detach().sum())
+            totals["points"] += len(values)
+
+        resume = None
+        for t in range(len(sequences[0])):
+            tasks = [
+                _PlannedExperience(s[t], [rows for rows, _ in plans[i][t]], self.loss_fn)
+                for i, s in enumerate(sequences)
+            ]
+            hook = None if meta_gradient is None else (lambda step, t=t: meta_gradient_at(t, step))
+            theta, _, state = lockstep(
+                self.model, self.inner_optimizer, theta0, phi, tasks, self.steps, generator, self.batched, hook,
+                resume=resume, final_loss=False,
+            )  # fmt: skip
+            resume = (theta, state)
+            if on_experience is not None:
+                on_experience(t, theta)
+        return resume[0], totals["loss"], totals["points"]
+
+    def _objectives(self, step: Step, phi: Params, inner: list[Any], meta: list[Any]) -> Tensor:
+        """The meta-loss at every sequence's point of ``step`` (a ``[sequences]`` tensor)."""
+
+        def one(theta: Params, state: Any, inner_batch: Any, meta_batch: Any) -> Tensor:
+            return warp_objective(
+                self.model,
+                self.loss_fn,
+                self.inner_optimizer,
+                theta,
+                state,
+                phi,
+                inner_batch,
+                meta_batch,
+                self.objective,
+            )
+
+        if self.batched and same_shapes(inner) and same_shapes(meta):
+            return torch.func.vmap(one)(step.theta, step.state, tree_stack(inner), tree_stack(meta))
+        return torch.stack(
+            [one(unstack(step.theta, i), unstack(step.state, i), inner[i], meta[i]) for i in range(len(inner))]
+        )
 
     def train_sequence(
         self,
@@ -101,46 +206,15 @@ class ContinualWarpGrad:
         ``on_experience(t, θ)`` is called after each experience. When ``meta_gradient`` (one
         tensor per warp parameter) is given, ∇φ of the meta-loss at every point is added to it.
         """
-        experiences = list(experiences)
-        theta0, phi = partition(self.model)
-        phi_list = list(phi.values())
-        frozen_phi = {k: v.detach() for k, v in phi.items()}
-        totals = {"loss": 0.0, "points": 0}
-
-        def loss(theta: Params, batch: tuple[Tensor, Tensor]) -> Tensor:
-            return self.loss_fn(functional_apply(self.model, combine(theta, frozen_phi), batch[0]), batch[1])
-
-        def meta_gradient_at(t: int, theta: Params, state: Any, batch: tuple[Tensor, Tensor]) -> None:
-            seen = [_batch(e.train_x, e.train_y, self.batch_size, generator) for e in experiences[: t + 1]]
-            meta_batch = (torch.cat([b[0] for b in seen]), torch.cat([b[1] for b in seen]))
-            with torch.enable_grad():
-                value = warp_objective(
-                    self.model, self.loss_fn, self.inner_optimizer, theta, state, phi, batch, meta_batch, self.objective
-                )
-                for acc, g in zip(meta_gradient, torch.autograd.grad(value, phi_list)):
-                    acc += g
-            totals["loss"] += float(value.detach())
-            totals["points"] += 1
-
-        theta, state = detach(theta0), None
-        for t, experience in enumerate(experiences):
-            batches = (
-                _batch(experience.train_x, experience.train_y, self.batch_size, generator) for _ in range(self.steps)
-            )
-            hook = None if meta_gradient is None else (lambda k, th, s, v, g, b, t=t: meta_gradient_at(t, th, s, b))
-            theta, state = unroll(loss, theta, self.inner_optimizer, batches, state=state, on_step=hook)
-            if on_experience is not None:
-                on_experience(t, theta)
-        loss_sum, points = totals["loss"], totals["points"]
-        return theta, loss_sum, points
+        hook = None if on_experience is None else (lambda t, theta: on_experience(t, unstack(theta, 0)))
+        theta, loss_sum, points = self.train_sequences([experiences], generator, hook, meta_gradient)
+        return unstack(theta, 0), loss_sum, points
 
     def meta_gradient(self, sequences: Sequence[Sequence[Experience]], generator: torch.Generator) -> list[Tensor]:
         """The mean over all points of all sequences of ∇φ L_meta (without applying it)."""
         _, phi = partition(self.model)
         total = [torch.zeros_like(p) for p in phi.values()]
-        count = 0
-        for sequence in sequences:
-            count += self.train_sequence(sequence, generator, meta_gradient=total)[2]
+        count = self.train_sequences(sequences, generator, meta_gradient=total)[2]
         return [g / count for g in total]
 
     def meta_step(
@@ -150,11 +224,7 @@ class ContinualWarpGrad:
             raise UsageError("meta_step needs at least one sequence")
         _, phi = partition(self.model)
         total = [torch.zeros_like(p) for p in phi.values()]
-        loss_sum, count = 0.0, 0
-        for sequence in sequences:
-            _, loss, points = self.train_sequence(sequence, generator, meta_gradient=total)
-            loss_sum += loss
-            count += points
+        _, loss_sum, count = self.train_sequences(sequences, generator, meta_gradient=total)
         self.shell.apply("warp", [g / count for g in total], reduction)
         return {"warp_loss": loss_sum / count}
 

@@ -1,0 +1,135 @@
+"""Task trajectories in lockstep: K inner steps of T tasks at once, batched with ``vmap``.
+
+WarpGrad, Leap and Reptile meta-learn from the *points* that plain inner loops visit; nothing is
+backpropagated through the loop, so the T tasks of a meta-batch can take their k-th step
+together. At step k every task draws its k-th training batch (in task order), then
+
+    θ_{k+1}^τ, s_{k+1}^τ = update(∇L_τ(θ_k^τ; batch_k^τ), s_k^τ, θ_k^τ)      for all τ at once,
+
+with one ``torch.func.vmap`` call for the gradients and one for the updates. ``on_step`` sees
+every task's point at step k stacked along a leading task dimension (:class:`Step`) before the
+update: WarpGrad stores or scores the points there, Leap extends the paths.
+
+The tasks are batched when the model allows it (:func:`warpgrad.core.batching.batching_allowed`),
+their batches have equal shapes and they share one loss; otherwise each task's step runs on its
+own (the same points, drawn in the same order) and the results are stacked, so ``on_step`` never
+sees the difference.
+
+Data order: tasks draw their batches step by step (task 0's k-th batch, task 1's k-th, …, then
+step k + 1). The engine gives every task its own generator (:class:`warpgrad.tasks.base.SeededTask`),
+so each task sees exactly the batches it would see if the tasks ran one after another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from warpgrad.core.optim import InnerOptimizer
+from warpgrad.core.tree import Params, State, same_shapes, tree_map, tree_stack
+from warpgrad.tasks.base import Task, loss_function
+
+__all__ = ["Step", "lockstep", "unstack"]
+
+
+@dataclass
+class Step:
+    """Every task's point at inner step ``k``, stacked along dim 0 (task τ is row τ)."""
+
+    k: int
+    theta: Params
+    state: State
+    loss: Tensor
+    grad: Params
+
+
+def unstack(tree: Any, i: int) -> Any:
+    """Row ``i`` of every tensor of a stacked tree."""
+    return tree_map(lambda v: v[i], tree)
+
+
+def lockstep(
+    model: nn.Module,
+    inner_optimizer: InnerOptimizer,
+    theta0: Params,
+    frozen: Params,
+    tasks: Sequence[Task],
+    steps: int,
+    generator: torch.Generator,
+    batched: bool,
+    on_step: Callable[[Step], None] | None = None,
+    resume: tuple[Params, State] | None = None,
+    final_loss: bool = True,
+) -> tuple[Params, Tensor | None, State]:
+    """Run ``steps`` inner steps of every task from ``theta0`` (``frozen`` held fixed), or from
+    stacked parameters and optimiser states ``resume`` (a previous call's).
+
+    Returns every task's θ_K (stacked), its training loss on one more batch (a ``[T]`` tensor;
+    ``None`` without ``final_loss``) and its optimiser state.
+    """
+    from warpgrad.methods.base import task_loss  # methods build on core, not the reverse
+
+    frozen = {k: v.detach() for k, v in frozen.items()}
+    losses = [task_loss(model, task, frozen) for task in tasks]
+    one_loss = len({loss_function(task) for task in tasks}) == 1
+    start = {k: v.detach() for k, v in theta0.items()}
+    if resume is None:
+        theta, state = tree_stack([start] * len(tasks)), tree_stack([inner_optimizer.init(start) for _ in tasks])
+    else:
+        theta, state = resume
+
+    def vectorised(batches: list[Any]) -> bool:
+        return batched and one_loss and same_shapes(batches)
+
+    for k in range(steps):
+        batches = [task.train_batch(generator) for task in tasks]
+        if vectorised(batches):
+            loss, grad = _batched_loss_and_grad(losses[0], theta, tree_stack(batches))
+            if on_step is not None:
+                on_step(Step(k, theta, state, loss, grad))
+            with torch.no_grad():
+                update = (
+                    inner_optimizer.update if inner_optimizer.elementwise else torch.func.vmap(inner_optimizer.update)
+                )
+                theta, state = update(grad, state, theta)
+        else:
+            points = [_loss_and_grad(losses[i], unstack(theta, i), batches[i]) for i in range(len(tasks))]
+            loss, grad = torch.stack([p[0] for p in points]), tree_stack([p[1] for p in points])
+            if on_step is not None:
+                on_step(Step(k, theta, state, loss, grad))
+            with torch.no_grad():
+                stepped = [
+                    inner_optimizer.update(points[i][1], unstack(state, i), unstack(theta, i))
+                    for i in range(len(tasks))
+                ]
+            theta, state = tree_stack([s[0] for s in stepped]), tree_stack([s[1] for s in stepped])
+    if not final_loss:
+        return theta, None, state
+    batches = [task.train_batch(generator) for task in tasks]
+    with torch.no_grad():
+        if vectorised(batches):
+            final = torch.func.vmap(losses[0])(theta, tree_stack(batches))
+        else:
+            final = torch.stack([losses[i](unstack(theta, i), batches[i]) for i in range(len(tasks))])
+    return theta, final, state
+
+
+def _batched_loss_and_grad(loss: Callable[[Params, Any], Tensor], theta: Params, batch: Any) -> tuple[Tensor, Params]:
+    """Every task's loss and gradient: the forward pass is vmapped, the backward is plain autograd
+    of the summed losses (tasks do not interact, so row τ of the gradient is task τ's)."""
+    theta = {k: v.detach().requires_grad_() for k, v in theta.items()}
+    with torch.enable_grad():
+        values = torch.func.vmap(loss)(theta, batch)
+        grads = torch.autograd.grad(values.sum(), list(theta.values()))
+    return values.detach(), dict(zip(theta, grads))
+
+
+def _loss_and_grad(loss: Callable[[Params, Any], Tensor], theta: Params, batch: Any) -> tuple[Tensor, Params]:
+    theta = {k: v.detach().requires_grad_() for k, v in theta.items()}
+    with torch.enable_grad():
+        value = loss(theta, batch)
+        grads = torch.autograd.grad(value, list(theta.values()))
+    return value.detach(), dict(zip(theta, grads))
