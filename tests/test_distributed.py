@@ -144,6 +144,13 @@ def test_two_gloo_processes_equal_one(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("test mse (lower is better)") == 1  # rank 0 alone prints the table
     _assert_same_run(tmp_path / "one", tmp_path / "two", methods)
+    for runs, ranks in (("one", 1), ("two", 2)):  # where each rank's time went
+        timing = json.loads((tmp_path / runs / "results.json").read_text())["methods"]["warpgrad"]["timing_per_rank"]
+        assert len(timing) == ranks
+        for rank in timing:
+            assert 0 < rank["meta_step_s"] and 0 <= rank["meta_step_collective_s"] <= rank["meta_step_s"]
+            assert rank["meta_step_collective_s"] <= rank["collective_s"]
+        assert (max(r["collective_s"] for r in timing) > 0) == (ranks == 2)
 
 
 def test_killed_distributed_run_resumes_to_the_same_result(tmp_path):

@@ -34,8 +34,9 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -75,6 +76,8 @@ class Cluster:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    # seconds this rank spent in collectives, waiting for the other ranks included
+    clock: dict[str, float] = field(default_factory=lambda: {"collective_s": 0.0}, compare=False, repr=False)
 
     @classmethod
     def from_environment(cls, device: str = "cpu") -> Cluster:
@@ -140,7 +143,8 @@ class Cluster:
             by_dtype.setdefault(t.dtype, []).append(i)
         for indices in by_dtype.values():
             flat = torch.cat([tensors[i].detach().reshape(-1) for i in indices]) * weight
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            with self._timed():
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             for i, piece in zip(indices, flat.split([tensors[i].numel() for i in indices])):
                 out[i] = piece.view_as(tensors[i])
         return out  # type: ignore[return-value]
@@ -159,7 +163,8 @@ class Cluster:
         if not self.distributed:
             return list(items)
         parts: list[Any] = [None] * self.world_size
-        dist.all_gather_object(parts, items)
+        with self._timed():
+            dist.all_gather_object(parts, items)
         return [item for part in parts for item in part]
 
     def any(self, flag: bool) -> bool:
@@ -167,12 +172,22 @@ class Cluster:
         if not self.distributed:
             return flag
         value = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        with self._timed():
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item() > 0)
 
     def barrier(self) -> None:
         if self.distributed:
-            dist.barrier()
+            with self._timed():
+                dist.barrier()
+
+    @contextmanager
+    def _timed(self) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.clock["collective_s"] += time.perf_counter() - start
 
     def close(self) -> None:
         """Leave the process group (a rank that exits with it still open may abort in gloo's threads)."""

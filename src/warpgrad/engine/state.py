@@ -4,7 +4,8 @@ rank's shard of the meta-batch, and evaluation on tasks whose per-task results a
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,10 @@ class TrainingState:
     history: list[dict[str, Any]] | None = None
     prefetcher: _TaskPrefetcher | None = None
     precision: str = "fp32"
+    # this invocation's seconds drawing tasks and in meta-steps (whose collectives the cluster times)
+    clock: dict[str, float] = field(
+        default_factory=lambda: {"sample_s": 0.0, "meta_step_s": 0.0, "meta_step_collective_s": 0.0}
+    )
 
     def autocast(self) -> Any:
         """bf16 autocast on this rank's device for ``precision="bf16"``, else nothing."""
@@ -142,6 +147,7 @@ class TrainingState:
 
     def meta_step(self) -> dict[str, float]:
         """One meta-step on this rank's shard of the next meta-batch; metrics averaged over ranks."""
+        started = time.perf_counter()
         n = self.profile.meta_batch
         family = family_split(self.family, "train")
         seeds = _task_seeds(self.task_generator, n)
@@ -153,9 +159,22 @@ class TrainingState:
             self.prefetcher.request(family, self.task_generator, n, shard)
         tasks = _seeded(tasks, [seeds[i][1] for i in shard], self.cluster.device)
         generator = _generator(_draw_seed(self.step_generator))
+        sampled, waited = time.perf_counter(), self.cluster.clock["collective_s"]
         with self.autocast():
             metrics = self.learner.meta_step(tasks, generator, self.cluster.reduction(n))
-        return self.cluster.mean_metrics(metrics, n)
+        metrics = self.cluster.mean_metrics(metrics, n)
+        self.clock["sample_s"] += sampled - started
+        self.clock["meta_step_s"] += time.perf_counter() - sampled
+        self.clock["meta_step_collective_s"] += self.cluster.clock["collective_s"] - waited
+        return metrics
+
+    def timing(self) -> dict[str, float]:
+        """This rank's seconds of this invocation: drawing tasks, meta-steps, the collectives within
+        meta-steps, and all collectives (waiting for the other ranks included)."""
+        return {
+            **{k: round(v, 3) for k, v in self.clock.items()},
+            "collective_s": round(self.cluster.clock["collective_s"], 3),
+        }
 
     def evaluate(self, tasks: list[Task], n_total: int) -> dict[str, Tensor]:
         """Per-task results (float64, CPU) of all ``n_total`` tasks, of which ``tasks`` is this

@@ -219,6 +219,7 @@ def train(
     out = state.evaluate(test_tasks, prof.test_tasks)
     check_finite(method, state.step, {f"test {k}": float(v.mean()) for k, v in out.items()})
     test_time = time.perf_counter() - test_start
+    timing = cluster.gather([state.timing()])  # every rank's, in rank order
     values = out[state.metric]
     mean, ci95 = mean_ci95(values)
     loss_mean, loss_ci95 = mean_ci95(out["loss"])
@@ -233,6 +234,7 @@ def train(
         "loss_ci95": loss_ci95,
         "wall_time_s": round(state.elapsed_s, 3),
         "test_time_s": round(test_time, 3),
+        "timing_per_rank": timing,
         "precision": precision,
         "per_task": values.tolist(),
         "extra": {  # further per-task metrics the learner reports (e.g. continual forgetting)
