@@ -27,3 +27,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def no_kanji_render_cache(monkeypatch):
+    """Tests never write rendered KanjiVG drawings into the user's data root
+    (``tests/test_kanjivg_cache.py`` turns the cache on again with a temporary root)."""
+    monkeypatch.setenv("WARPGRAD_NO_RENDER_CACHE", "1")

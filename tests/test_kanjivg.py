@@ -21,6 +21,12 @@ from warpgrad.data.kanjivg import (
 )
 
 
+@pytest.fixture(autouse=True)
+def no_render_cache(monkeypatch):
+    """Datasets here render (tests/test_kanjivg_cache.py tests the disk cache) and write nothing."""
+    monkeypatch.setenv("WARPGRAD_NO_RENDER_CACHE", "1")
+
+
 def _pts(chain):
     return [[round(v, 4) for v in p] for p in chain.tolist()]
 
@@ -201,19 +207,62 @@ def test_no_jitter_is_deterministic_without_a_generator():
     assert torch.equal(plain, render(strokes, generator=torch.Generator().manual_seed(3), jitter=zero))
 
 
-def test_batched_banded_and_chunked_rendering_are_bit_identical(monkeypatch):
+def test_batched_and_chunked_rendering_are_bit_identical(monkeypatch):
     strokes = load_strokes("鬱")
     seeds = [0, 1, 2, 3, 4]
     for size in (28, 84):
         single = torch.stack([render(strokes, size, torch.Generator().manual_seed(s)) for s in seeds])
         batch = render_batch(strokes, [torch.Generator().manual_seed(s) for s in seeds], size)
         assert torch.equal(single, batch)
-        # no band skipping of far segments, all images in one step: the same pixels
-        monkeypatch.setattr(kv.raster, "_BAND", 1000)
-        monkeypatch.setattr(kv.raster, "_CHUNK_ELEMENTS", 1 << 30)
-        whole = render_batch(strokes, [torch.Generator().manual_seed(s) for s in seeds], size)
-        monkeypatch.undo()
-        assert torch.equal(whole, batch)
+        for pairs in (1, 1 << 30):  # one drawing per step, all drawings in one step: the same pixels
+            monkeypatch.setattr(kv.raster, "_CHUNK_ELEMENTS", pairs)
+            chunked = render_batch(strokes, [torch.Generator().manual_seed(s) for s in seeds], size)
+            monkeypatch.undo()
+            assert torch.equal(chunked, batch)
+
+
+def _dense_rasterise(vx, vy, seg_a, seg_b, half_width, size):
+    """The rasteriser as it was before it computed only the (pixel, segment) pairs within reach:
+    every pixel against every segment, the same arithmetic, the minimum over all segments."""
+    ax, ay = vx[:, seg_a], vy[:, seg_a]
+    abx, aby = vx[:, seg_b] - ax, vy[:, seg_b] - ay
+    inv = 1 / (abx * abx + aby * aby).clamp_min(1e-12)
+    centres = torch.arange(size, dtype=torch.float32) + 0.5
+    apx = centres[None, :, None] - ax[:, None, :]  # [B, W, S]
+    apy = centres[None, :, None] - ay[:, None, :]  # [B, H, S]
+    t = (apx * abx[:, None, :])[:, None] + (apy * aby[:, None, :])[:, :, None]  # [B, H, W, S]
+    t = t.mul_(inv[:, None, None, :]).clamp_(0, 1)
+    dx = apx[:, None] - t * abx[:, None, None, :]
+    dy = apy[:, :, None] - t.mul_(aby[:, None, None, :])
+    d2 = dx.mul_(dx).add_(dy.mul_(dy)).amin(-1)
+    return (half_width[:, None, None] + 0.5 - d2.sqrt_()).clamp_(0, 1)[:, None]
+
+
+def test_the_rasteriser_equals_the_dense_one_bit_for_bit(monkeypatch):
+    compared = []
+
+    def both(*args):
+        fast = rasterise(*args)
+        assert torch.equal(fast, _dense_rasterise(*args))
+        compared.append(fast.shape[0])
+        return fast
+
+    rasterise = kv.raster._rasterise
+    monkeypatch.setattr(kv.raster, "_rasterise", both)
+    chars = list(kv._files(kanjivg_dir()))
+    sample = [chars[i] for i in torch.randperm(len(chars), generator=torch.Generator().manual_seed(0))[:12]]
+    for size in (9, 28, 61):
+        for ch in [*sample, "鬱", "・"]:
+            strokes = load_strokes(ch)
+            render_batch(strokes, [torch.Generator().manual_seed(s) for s in range(3)], size)
+            render(strokes, size)
+    # polylines partly or wholly outside the image, zero-length segments, thick and thin pens
+    g = torch.Generator().manual_seed(1)
+    vx, vy = torch.rand(4, 30, generator=g) * 40 - 10, torch.rand(4, 30, generator=g) * 40 - 10
+    vx[:, 5], vy[:, 5] = vx[:, 4], vy[:, 4]
+    seg_a = torch.arange(29)
+    both(vx, vy, seg_a, seg_a + 1, torch.tensor([0.1, 0.7, 2.5, 6.0]), 20)
+    assert len(compared) == 3 * 2 * 14 + 1
 
 
 def test_jitter_keeps_characters_recognisable():
@@ -323,6 +372,8 @@ def test_bad_dataset_arguments():
         KanjiDataset(n_classes=10, group_by="alphabet")
     with pytest.raises(ValueError, match="drawings"):
         KanjiDataset(n_classes=10, drawings=0)
+    with pytest.raises(ValueError, match="image_size must be at most 2048, got 4096"):
+        KanjiDataset(n_classes=10, image_size=4096)
     with pytest.raises(ValueError, match="got no classes"):
         KanjiDataset(characters=["一", "二"])  # 2 groups cannot fill 3 splits
     ds = KanjiDataset(n_classes=10, drawings=3)

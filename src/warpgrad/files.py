@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], durable: bool = True) -> None:
     """Write ``path`` atomically: ``write(file)`` fills a temporary file that replaces ``path``.
 
     The temporary file lives in the same directory (so :func:`os.replace` is atomic), is
-    flushed and ``fsync``-ed before the replace, and is removed if ``write`` raises.
+    flushed and (``durable``) ``fsync``-ed before the replace, and is removed if ``write`` raises.
+    ``durable=False`` is for caches whose readers verify what they read: readers still never see
+    a partial file, but one written just before a machine crash may be lost or empty.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,7 +36,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -42,7 +45,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
         except FileNotFoundError:
             pass
         raise
-    _fsync_directory(path.parent)
+    if durable:
+        _fsync_directory(path.parent)
 
 
 def _umask() -> int:

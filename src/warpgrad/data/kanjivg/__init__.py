@@ -32,7 +32,6 @@ from __future__ import annotations
 # The ``_name as _name`` imports re-export private names that tests/test_kanjivg.py and
 # benchmarks/kanjivg_render.py use through this package; rendering is in .raster, the files in .svg.
 from warpgrad.data.kanjivg.dataset import KanjiDataset, load_kanjivg
-from warpgrad.data.kanjivg.raster import _BAND as _BAND
 from warpgrad.data.kanjivg.raster import _CHUNK_ELEMENTS as _CHUNK_ELEMENTS
 from warpgrad.data.kanjivg.raster import DEFAULT_JITTER, MARGIN, THICKNESS, VIEWBOX, Jitter, render, render_batch
 from warpgrad.data.kanjivg.raster import _draw as _draw

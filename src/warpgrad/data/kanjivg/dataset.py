@@ -2,7 +2,8 @@
 
 :class:`KanjiDataset` picks a (seeded) subset of the characters, groups them by radical or stroke
 count, splits by whole groups, and renders each class's drawings on first access (batched, kept in
-memory as uint8); :func:`load_kanjivg` builds it for the dataset registry.
+memory as uint8, and on disk for other processes: :mod:`~warpgrad.data.kanjivg.render_cache`);
+:func:`load_kanjivg` builds it for the dataset registry.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch
 from torch import Tensor
 
 from warpgrad.data.base import check_splits, split_by_fraction
-from warpgrad.data.kanjivg.raster import DEFAULT_JITTER, MARGIN, THICKNESS, Jitter, _draw, _Plan, _plan
+from warpgrad.data.kanjivg.raster import DEFAULT_JITTER, MARGIN, MAX_SIZE, THICKNESS, Jitter, _draw, _Plan, _plan
+from warpgrad.data.kanjivg.render_cache import RenderCache, open_render_cache, svg_digest
 from warpgrad.data.kanjivg.svg import _files, _scan, kanjivg_dir, load_strokes
 from warpgrad.errors import UsageError
 
@@ -39,7 +41,10 @@ class KanjiDataset:
     Drawing ``j`` of a character is rendered with a generator seeded from
     ``(seed, codepoint, j)``, so it is the same pixels whatever the access order or the subset the
     character is in. Drawings are rendered on first access (all missing ones of a class in one
-    batched call) and kept in memory as uint8, so ``images`` returns multiples of 1/255.
+    batched call) and kept in memory as uint8, so ``images`` returns multiples of 1/255. With the
+    disk cache (the default), the first access to a class reads the drawings that any process
+    rendered before with the same parameters, renders all the others of the class at once, and
+    writes them back, one file per class.
 
     Args:
         n_classes: keep this many characters, a random subset chosen by ``seed`` (all when None):
@@ -56,6 +61,9 @@ class KanjiDataset:
         splits: fraction of groups per split.
         jitter: deformation magnitudes (:class:`Jitter`); None renders every drawing undeformed.
         root: folder of KanjiVG SVGs; default: the installed ``kanjivg`` package.
+        disk_cache: keep rendered drawings on disk, shared by processes: True for
+            ``data_root()/kanjivg/renders``, a folder, or False for none. The environment variable
+            ``WARPGRAD_NO_RENDER_CACHE=1`` turns it off everywhere.
 
     Example:
         >>> ds = KanjiDataset(characters=["漢", "海", "品"], splits={"train": 1.0})
@@ -78,10 +86,13 @@ class KanjiDataset:
         *,
         jitter: Jitter | None = DEFAULT_JITTER,
         root: str | os.PathLike | None = None,
+        disk_cache: bool | str | os.PathLike = True,
     ):
         for arg, value in (("drawings", drawings), ("image_size", image_size), ("min_group_size", min_group_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{arg} must be a positive int, got {value!r}")
+        if image_size > MAX_SIZE:
+            raise UsageError(f"image_size must be at most {MAX_SIZE}, got {image_size}")
         if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1):
             raise UsageError(f"n_classes must be a positive int or None, got {n_classes!r}")
         if group_by not in ("radical", "strokes"):
@@ -133,6 +144,8 @@ class KanjiDataset:
         self._cache: dict[int, Tensor] = {}  # class → uint8 [drawings, 1, H, W], allocated on first access
         self._done: dict[int, Tensor] = {}  # class → bool [drawings]: which drawings are rendered
         self._plans: dict[int, _Plan] = {}
+        self._disk = open_render_cache(disk_cache, image_size, jitter, seed)
+        self._svgs: dict[int, str] = {}  # class → digest of its SVG file, for the disk cache
 
     def _group(self, character: str) -> str:
         radical, n_strokes = _scan(self._files[character])
@@ -191,11 +204,30 @@ class KanjiDataset:
         if c not in self._cache:
             self._cache[c] = torch.zeros(self.drawings, *self.image_shape, dtype=torch.uint8)
             self._done[c] = torch.zeros(self.drawings, dtype=torch.bool)
+            if self._disk is not None:
+                self._read_disk(c, self._disk)
         missing = sorted(set(idx[~self._done[c][idx]].tolist()))
         if missing:
+            if self._disk is not None:  # the whole class, so that its file is written once
+                missing = (~self._done[c]).nonzero()[:, 0].tolist()
             self._cache[c][missing] = self._render(c, missing)
             self._done[c][missing] = True
+            if self._disk is not None:
+                self._disk.save(ord(self.classes[c]), self._svg_digest(c), self._cache[c], self._done[c])
         return self._cache[c][idx].float() / 255.0
+
+    def _svg_digest(self, c: int) -> str:
+        if c not in self._svgs:
+            self._svgs[c] = svg_digest(self._files[self.classes[c]])
+        return self._svgs[c]
+
+    def _read_disk(self, c: int, disk: RenderCache) -> None:
+        """Take the drawings of class ``c`` that the disk cache holds (those up to ``drawings``)."""
+        found = disk.load(ord(self.classes[c]), self._svg_digest(c), self.image_shape)
+        if found is not None:
+            images, done = found[0][: self.drawings], found[1][: self.drawings]
+            self._cache[c][: len(done)][done] = images[done]
+            self._done[c][: len(done)] = done
 
     def _render(self, c: int, drawings: list[int]) -> Tensor:
         """Render drawings of class ``c`` as uint8, in one batched call."""

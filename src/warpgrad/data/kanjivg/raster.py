@@ -22,6 +22,10 @@ from warpgrad.errors import UsageError
 VIEWBOX = 109.0  # KanjiVG's viewBox is 0 0 109 109
 THICKNESS = 6.0  # pen width in viewBox units (KanjiVG's own stroke-width is 3; 6 reads well at 28 px)
 MARGIN = 6.0  # viewBox units added on each side before fitting the box to the image
+MAX_SIZE = 2048  # the rasteriser's float32 pixel arithmetic is exact up to this image size
+# Bump whenever any drawing's pixels change (rasteriser, jitter, flattening, the dataset's per-drawing
+# seeds): it is part of the key of the disk cache of rendered drawings (kanjivg/render_cache.py).
+RENDER_VERSION = 1
 
 # --------------------------------------------------------------------------------------------
 # Rendering
@@ -66,8 +70,7 @@ class Jitter:
 
 DEFAULT_JITTER = Jitter()
 _TOLERANCE = 0.1  # max distance (pixels) between a Bézier curve and its flattened polyline
-_CHUNK_ELEMENTS = 1 << 17  # images × pixels × segments per vectorised step (bounds memory, stays in cache)
-_BAND = 8  # rows per step; segments out of reach of the band are skipped
+_CHUNK_ELEMENTS = 1 << 18  # (pixel, segment) pairs per vectorised step: bounds memory, stays in cache
 
 
 @dataclass
@@ -90,8 +93,8 @@ class _Plan:
 
 
 def _plan(strokes: Sequence[Tensor], size: int, jitter: Jitter | None, thickness: float, margin: float) -> _Plan:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise UsageError(f"size must be a positive int, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
+        raise UsageError(f"size must be an int in 1..{MAX_SIZE}, got {size!r}")
     if not strokes:
         raise UsageError("no strokes to render")
     if not thickness > 0:
@@ -163,23 +166,24 @@ def _draw(plan: _Plan, generators: Sequence[torch.Generator | None], jitter: Jit
     """Jitter (per drawing, from its own generator) and rasterise: ``[B, 1, size, size]``.
 
     Each drawing's random numbers come from its generator alone, and all later arithmetic is
-    element-wise (no fused or reduction-order-dependent ops except ``amin``), so a drawing's pixels
-    do not depend on which other drawings share the batch.
+    element-wise (no fused ops; the only reduction, each pixel's minimum distance, is exact in any
+    order), so a drawing's pixels do not depend on which other drawings share the batch.
     """
     n_points, n_strokes = plan.points.shape[0], plan.centroid.shape[0]
     noise, stroke_u, global_u = [], [], []
     for g in generators:
-        if g is None or jitter is None:
+        if g is None or jitter is None:  # uniform draws of ½ become 0 below
             noise.append(torch.zeros(n_points, 2))
-            stroke_u.append(torch.zeros(n_strokes, 5))
-            global_u.append(torch.zeros(7))
+            stroke_u.append(torch.full((n_strokes, 5), 0.5))
+            global_u.append(torch.full((7,), 0.5))
         else:  # fixed order of draws: point noise, per-stroke affines, global affine + thickness
             noise.append(torch.randn(n_points, 2, generator=g))
-            stroke_u.append(torch.rand(n_strokes, 5, generator=g) * 2 - 1)
-            global_u.append(torch.rand(7, generator=g) * 2 - 1)
-    z, su, gu = torch.stack(noise), torch.stack(stroke_u), torch.stack(global_u)
+            stroke_u.append(torch.rand(n_strokes, 5, generator=g))
+            global_u.append(torch.rand(7, generator=g))
+    z, su, gu = torch.stack(noise), torch.stack(stroke_u) * 2 - 1, torch.stack(global_u) * 2 - 1
     j = jitter if jitter is not None else Jitter(*[0.0] * 12)
-    disp = z[:, plan.anchor_of] * j.point_noise + z * (plan.is_handle[:, None] * j.handle_noise)
+    # index_select rather than advanced indexing throughout: the same values, several times faster
+    disp = z.index_select(1, plan.anchor_of) * j.point_noise + z * (plan.is_handle[:, None] * j.handle_noise)
     x = plan.points[:, 0] + disp[..., 0]  # [B, N]
     y = plan.points[:, 1] + disp[..., 1]
 
@@ -187,12 +191,12 @@ def _draw(plan: _Plan, generators: Sequence[torch.Generator | None], jitter: Jit
     rot = su[..., 0] * math.radians(j.stroke_rotation)
     sc = 1 + su[..., 1] * j.stroke_scale
     sh = su[..., 2] * j.stroke_shear
-    m00, m01, m10, m11 = _affine(rot, sc, sc, sh)
     k = plan.stroke_of
-    cx, cy = plan.centroid[k, 0], plan.centroid[k, 1]
+    m00, m01, m10, m11, tx, ty = torch.stack([*_affine(rot, sc, sc, sh), su[..., 3], su[..., 4]]).index_select(2, k)
+    cx, cy = plan.centroid.index_select(0, k).unbind(1)
     dx, dy = x - cx, y - cy
-    x = cx + m00[:, k] * dx + m01[:, k] * dy + su[:, k, 3] * j.stroke_translation
-    y = cy + m10[:, k] * dx + m11[:, k] * dy + su[:, k, 4] * j.stroke_translation
+    x = cx + m00 * dx + m01 * dy + tx * j.stroke_translation
+    y = cy + m10 * dx + m11 * dy + ty * j.stroke_translation
 
     # a global affine about the box centre, then viewBox → pixel coordinates
     rot = gu[:, 0:1] * math.radians(j.rotation)
@@ -206,9 +210,11 @@ def _draw(plan: _Plan, generators: Sequence[torch.Generator | None], jitter: Jit
     half_width = (1 + gu[:, 6] * j.thickness) * (plan.thickness * plan.scale / 2)
 
     # flatten the Béziers: polyline vertices are fixed Bernstein combinations of control points
-    w, idx = plan.basis_weight, plan.basis_index
-    vx = x[:, idx[0]] * w[0] + x[:, idx[1]] * w[1] + x[:, idx[2]] * w[2] + x[:, idx[3]] * w[3]
-    vy = y[:, idx[0]] * w[0] + y[:, idx[1]] * w[1] + y[:, idx[2]] * w[2] + y[:, idx[3]] * w[3]
+    w, n_vertices = plan.basis_weight, plan.basis_weight.shape[1]
+    x0, x1, x2, x3 = x.index_select(1, plan.basis_index.flatten()).view(-1, 4, n_vertices).unbind(1)
+    y0, y1, y2, y3 = y.index_select(1, plan.basis_index.flatten()).view(-1, 4, n_vertices).unbind(1)
+    vx = x0 * w[0] + x1 * w[1] + x2 * w[2] + x3 * w[3]
+    vy = y0 * w[0] + y1 * w[1] + y2 * w[2] + y3 * w[3]
     return _rasterise(vx, vy, plan.seg_a, plan.seg_b, half_width, plan.size)
 
 
@@ -219,37 +225,63 @@ def _affine(rot: Tensor, sx: Tensor, sy: Tensor, shear: Tensor) -> tuple[Tensor,
 
 
 def _rasterise(vx: Tensor, vy: Tensor, seg_a: Tensor, seg_b: Tensor, half_width: Tensor, size: int) -> Tensor:
-    """Coverage ``clamp(half_width + 0.5 − distance, 0, 1)`` of each pixel centre by the polylines."""
-    ax, ay = vx[:, seg_a], vy[:, seg_a]
-    abx, aby = vx[:, seg_b] - ax, vy[:, seg_b] - ay
+    """Coverage ``clamp(half_width + 0.5 − distance, 0, 1)`` of each pixel centre by the polylines.
+
+    The distance is the minimum over (pixel, segment) pairs, and only the pairs that can ink a
+    pixel are computed: each segment's bounding box grown by the reach ``half_width + 0.5`` (plus
+    a margin for rounding) covers every pixel centre closer to it than that. Leaving out the other
+    pairs changes no pixel, bit for bit: a pixel's nearest segment is always among its pairs when
+    its coverage is above 0, and without pairs, or with only far ones, its coverage is 0 as well.
+    The pairs are enumerated segment by segment, with pixel arithmetic that is exact in float32
+    for images up to ``MAX_SIZE`` wide, and reduced with a scatter-min.
+    """
+    ax, ay = vx.index_select(1, seg_a), vy.index_select(1, seg_a)
+    bx, by = vx.index_select(1, seg_b), vy.index_select(1, seg_b)
+    abx, aby = bx - ax, by - ay
     inv = 1 / (abx * abx + aby * aby).clamp_min(1e-12)
-    low, high = torch.minimum(ay, ay + aby), torch.maximum(ay, ay + aby)
-    centres = torch.arange(size, dtype=torch.float32) + 0.5
     batch, n_seg = ax.shape
-    out = torch.zeros(batch, size, size)
-    step = max(1, _CHUNK_ELEMENTS // (_BAND * size * n_seg))
-    for b in range(0, batch, step):
-        sl = slice(b, b + step)
-        reach = float(half_width[sl].max()) + 0.5 + 1e-2  # beyond this distance coverage is 0
-        for r in range(0, size, _BAND):
-            # Only segments within reach of this band of rows can ink it. Dropping the others
-            # leaves every pixel's value unchanged (bit for bit): a dropped segment is farther
-            # than ``reach`` from every pixel of the band, so it can neither be the nearest
-            # segment of an inked pixel nor ink a pixel the kept ones leave blank.
-            rows = centres[r : r + _BAND]
-            near = ((low[sl] <= rows[-1] + reach) & (high[sl] >= rows[0] - reach)).any(0).nonzero()[:, 0]
-            if near.numel() == 0:
-                continue
-            sax, say, sbx, sby, sinv = ax[sl, near], ay[sl, near], abx[sl, near], aby[sl, near], inv[sl, near]
-            apx = centres[None, :, None] - sax[:, None, :]  # [b, W, S]: column offsets
-            apy = rows[None, :, None] - say[:, None, :]  # [b, rows, S]: row offsets
-            t = (apx * sbx[:, None, :])[:, None] + (apy * sby[:, None, :])[:, :, None]  # [b, rows, W, S]
-            t = t.mul_(sinv[:, None, None, :]).clamp_(0, 1)
-            dx = apx[:, None] - t * sbx[:, None, None, :]
-            dy = apy[:, :, None] - t.mul_(sby[:, None, None, :])
-            d2 = dx.mul_(dx).add_(dy.mul_(dy)).amin(-1)
-            out[sl, r : r + _BAND] = (half_width[sl, None, None] + 0.5 - d2.sqrt_()).clamp_(0, 1)
-    return out[:, None]
+    # pixel i has its centre at i + ½: it can be inked by a segment whose box is within reach of i + ½
+    reach = (half_width + (0.5 + 1e-2))[:, None]
+    x0 = (torch.minimum(ax, bx) - reach - 0.5).ceil_().clamp_(0, size)
+    x1 = (torch.maximum(ax, bx) + reach - 0.5).floor_().clamp_(-1, size - 1) + 1
+    y0 = (torch.minimum(ay, by) - reach - 0.5).ceil_().clamp_(0, size)
+    y1 = (torch.maximum(ay, by) + reach - 0.5).floor_().clamp_(-1, size - 1) + 1
+    width = (x1 - x0).clamp_(min=0)
+    pairs = (width * (y1 - y0).clamp_(min=0)).long()  # [B, S]
+    segments = torch.stack([ax, ay, abx, aby, inv, x0, y0, width], 1)  # [B, 8, S]
+    d2 = torch.full((batch, size * size), math.inf)
+    per_drawing = pairs.sum(1).tolist()
+    start = 0
+    while start < batch:  # as many drawings per step as fit in _CHUNK_ELEMENTS pairs (at least one)
+        stop, total = start + 1, per_drawing[start]
+        while stop < batch and total + per_drawing[stop] <= _CHUNK_ELEMENTS:
+            total, stop = total + per_drawing[stop], stop + 1
+        _nearest(segments[start:stop], pairs[start:stop].flatten(), size, d2[start:stop].view(-1))
+        start = stop
+    return (half_width[:, None, None] + 0.5 - d2.view(batch, size, size).sqrt_()).clamp_(0, 1)[:, None]
+
+
+def _nearest(segments: Tensor, pairs: Tensor, size: int, out: Tensor) -> None:
+    """Lower ``out`` (flat ``[b·size·size]`` squared distances) to each pixel's squared distance to
+    the segments of its pairs: ``segments[d, :, s]`` is ``(ax, ay, abx, aby, 1/|ab|², x0, y0,
+    width)`` of segment ``s`` of drawing ``d``, ``pairs[d·S + s]`` the number of pixels of its box."""
+    n_seg = segments.shape[2]
+    seg = torch.repeat_interleave(pairs)  # [P]: the (drawing, segment) of each pair
+    first = (torch.cumsum(pairs, 0) - pairs).index_select(0, seg)
+    local = torch.arange(seg.numel()).sub_(first).float()  # the pair's rank in its segment's box
+    sax, say, sbx, sby, sinv, sx0, sy0, swidth = segments.transpose(0, 1).flatten(1).index_select(1, seg)
+    row = (local / swidth).floor_()  # exact: small integers
+    px = local.sub_(row * swidth).add_(sx0)
+    py = row.add_(sy0)
+    # the arithmetic of a (pixel, segment) distance, in the same order for every pixel
+    apx = px + 0.5 - sax
+    apy = py + 0.5 - say
+    t = (apx * sbx).add_(apy * sby).mul_(sinv).clamp_(0, 1)
+    dx = apx - t * sbx
+    dy = apy - t.mul_(sby)
+    drawing = torch.div(seg, n_seg, rounding_mode="floor")
+    pixel = (drawing * size + py.long()) * size + px.long()
+    out.scatter_reduce_(0, pixel, dx.mul_(dx).add_(dy.mul_(dy)), "amin")
 
 
 def render_batch(
