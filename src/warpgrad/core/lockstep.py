@@ -84,16 +84,16 @@ def lockstep(
     def vectorised(batches: list[Any]) -> bool:
         return batched and one_loss and same_shapes(batches)
 
+    batched_loss = torch.func.vmap(losses[0])
+    update = inner_optimizer.update if inner_optimizer.elementwise else torch.func.vmap(inner_optimizer.update)
+
     for k in range(steps):
         batches = [task.train_batch(generator) for task in tasks]
         if vectorised(batches):
-            loss, grad = _batched_loss_and_grad(losses[0], theta, tree_stack(batches))
+            loss, grad = _batched_loss_and_grad(batched_loss, theta, tree_stack(batches))
             if on_step is not None:
                 on_step(Step(k, theta, state, loss, grad))
             with torch.no_grad():
-                update = (
-                    inner_optimizer.update if inner_optimizer.elementwise else torch.func.vmap(inner_optimizer.update)
-                )
                 theta, state = update(grad, state, theta)
         else:
             points = [_loss_and_grad(losses[i], unstack(theta, i), batches[i]) for i in range(len(tasks))]
@@ -111,18 +111,21 @@ def lockstep(
     batches = [task.train_batch(generator) for task in tasks]
     with torch.no_grad():
         if vectorised(batches):
-            final = torch.func.vmap(losses[0])(theta, tree_stack(batches))
+            final = batched_loss(theta, tree_stack(batches))
         else:
             final = torch.stack([losses[i](unstack(theta, i), batches[i]) for i in range(len(tasks))])
     return theta, final, state
 
 
-def _batched_loss_and_grad(loss: Callable[[Params, Any], Tensor], theta: Params, batch: Any) -> tuple[Tensor, Params]:
-    """Every task's loss and gradient: the forward pass is vmapped, the backward is plain autograd
-    of the summed losses (tasks do not interact, so row τ of the gradient is task τ's)."""
+def _batched_loss_and_grad(
+    batched_loss: Callable[[Params, Any], Tensor], theta: Params, batch: Any
+) -> tuple[Tensor, Params]:
+    """Every task's loss and gradient: the forward pass is vmapped (``batched_loss``), the backward
+    is plain autograd of the summed losses (tasks do not interact, so row τ of the gradient is
+    task τ's)."""
     theta = {k: v.detach().requires_grad_() for k, v in theta.items()}
     with torch.enable_grad():
-        values = torch.func.vmap(loss)(theta, batch)
+        values = batched_loss(theta, batch)
         grads = torch.autograd.grad(values.sum(), list(theta.values()))
     return values.detach(), dict(zip(theta, grads))
 
