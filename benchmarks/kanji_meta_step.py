@@ -112,7 +112,8 @@ def main() -> None:
         median = statistics.median(values)
         print(f"{name:<13} {median:7.3f} s/meta-step  {median / bound:5.1f}× the FLOP bound")
     if args.before is not None:
-        print(f"before / lockstep: {statistics.median(seconds['before']) / statistics.median(seconds['lockstep']):.2f}×")
+        ratio = statistics.median(seconds["before"]) / statistics.median(seconds["lockstep"])
+        print(f"before / lockstep: {ratio:.2f}×")
 
 
 if __name__ == "__main__":

@@ -155,3 +155,18 @@ def test_a_bfloat16_buffer_returns_the_points_rounded_to_bfloat16_in_their_own_d
     expected = theta["w"].flip(0).to(torch.bfloat16).double()
     assert torch.equal(out.theta["w"], expected)
     assert 0 < (out.theta["w"] - theta["w"].flip(0)).abs().max() <= 2**-8 * theta["w"].abs().max()
+
+
+def test_compiled_trajectories_give_the_eager_meta_gradients():
+    # torch.compile takes seconds once; where it cannot compile, one warning and the eager step.
+    from warpgrad.core import lockstep as lockstep_module
+
+    grads = []
+    for compile in (False, True):
+        learner = WarpGrad(tiny_model(), sgd(0.1), 3, buffer_size=7, warp_batch=5, compile=compile)
+        grads.append(learner.meta_gradients(seeded_tasks(), torch.Generator().manual_seed(1)))
+    assert lockstep_module._COMPILED[learner.model] is not None  # it compiled (this machine has a C++ compiler)
+    for group in grads[0]:
+        for name, value in grads[0][group].items():
+            torch.testing.assert_close(grads[1][group][name], value, rtol=1e-9, atol=1e-12)
+    assert grads[1].metrics == pytest.approx(grads[0].metrics, rel=1e-9)

@@ -10,6 +10,12 @@ with one ``torch.func.vmap`` call for the gradients and one for the updates. ``o
 every task's point at step k stacked along a leading task dimension (:class:`Step`) before the
 update: WarpGrad stores or scores the points there, Leap extends the paths.
 
+With ``compile=True`` the batched step (vmapped gradient and value) is compiled with
+``torch.compile``: a few seconds once per process and model, then several times faster steps where
+the step is overhead-bound (small models, see docs/benchmarks.md); values equal the eager step's
+up to float rounding. Where compiling fails (no C++ compiler, an unsupported model), one warning
+says so and the eager step runs.
+
 The tasks are batched when the model allows it (:func:`warpgrad.core.batching.batching_allowed`),
 their batches have equal shapes and they share one loss; otherwise each task's step runs on its
 own (the same points, drawn in the same order) and the results are stacked, so ``on_step`` never
@@ -22,6 +28,8 @@ so each task sees exactly the batches it would see if the tasks ran one after an
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -29,8 +37,9 @@ import torch
 from torch import Tensor, nn
 
 from warpgrad.core.optim import InnerOptimizer
+from warpgrad.core.params import combine, functional_apply
 from warpgrad.core.tree import Params, State, same_shapes, tree_map, tree_stack
-from warpgrad.tasks.base import Task, loss_function
+from warpgrad.tasks.base import Task, loss_function, objective
 
 __all__ = ["Step", "lockstep", "unstack"]
 
@@ -63,6 +72,7 @@ def lockstep(
     on_step: Callable[[Step], None] | None = None,
     resume: tuple[Params, State] | None = None,
     final_loss: bool = True,
+    compile: bool = False,
 ) -> tuple[Params, Tensor | None, State]:
     """Run ``steps`` inner steps of every task from ``theta0`` (``frozen`` held fixed), or from
     stacked parameters and optimiser states ``resume`` (a previous call's).
@@ -90,7 +100,9 @@ def lockstep(
     for k in range(steps):
         batches = [task.train_batch(generator) for task in tasks]
         if vectorised(batches):
-            loss, grad = _batched_loss_and_grad(batched_loss, theta, tree_stack(batches))
+            stacked = tree_stack(batches)
+            compiled = _run_compiled(model, theta, frozen, stacked, objective(tasks[0])) if compile else None
+            loss, grad = compiled if compiled is not None else _batched_loss_and_grad(batched_loss, theta, stacked)
             if on_step is not None:
                 on_step(Step(k, theta, state, loss, grad))
             with torch.no_grad():
@@ -128,6 +140,41 @@ def _batched_loss_and_grad(
         values = batched_loss(theta, batch)
         grads = torch.autograd.grad(values.sum(), list(theta.values()))
     return values.detach(), dict(zip(theta, grads))
+
+
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
+
+
+def _compiled_step(model: nn.Module) -> Any:
+    """The model's compiled batched step (``None`` once compiling it has failed). The task's
+    objective and the frozen parameters are arguments, so new tasks do not recompile it."""
+    if model not in _COMPILED:
+
+        def step(theta: Params, frozen: Params, batch: Any, score: Callable) -> tuple[Params, Tensor]:
+            def loss(th: Params, b: Any) -> Tensor:
+                params = combine(th, frozen)
+                return score(lambda *inputs: functional_apply(model, params, *inputs), b)
+
+            return torch.func.vmap(torch.func.grad_and_value(loss))(theta, batch)
+
+        _COMPILED[model] = torch.compile(step)
+    return _COMPILED[model]
+
+
+def _run_compiled(
+    model: nn.Module, theta: Params, frozen: Params, batch: Any, score: Callable
+) -> tuple[Tensor, Params] | None:
+    """The compiled step's losses and gradients, or ``None`` (and one warning) if compiling fails."""
+    step = _compiled_step(model)
+    if step is None:
+        return None
+    try:
+        grad, loss = step(theta, frozen, batch, score)
+    except Exception as error:  # any compiler failure falls back to the eager step
+        _COMPILED[model] = None
+        warnings.warn(f"torch.compile failed, trajectories run eagerly: {str(error).splitlines()[0]}", stacklevel=3)
+        return None
+    return loss.detach(), grad
 
 
 def _loss_and_grad(loss: Callable[[Params, Any], Tensor], theta: Params, batch: Any) -> tuple[Tensor, Params]:

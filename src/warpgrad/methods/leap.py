@@ -137,6 +137,7 @@ def trajectories(
         generator,
         learner.batched,
         observe,
+        compile=getattr(learner, "compile", False),
     )
     if path is not None:
         path.observe(theta_k, final_loss, None)

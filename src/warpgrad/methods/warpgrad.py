@@ -212,6 +212,8 @@ class WarpGradConfig:
         leap_norm, leap_loss_term, leap_stabilizer: Warp-Leap's path options (see Leap).
         batched: run the tasks' trajectories in lockstep and the objective over trajectory points
             with ``vmap`` when their batches have equal shapes (else one at a time, same values).
+        compile: compile the trajectories' batched step with ``torch.compile`` (seconds once per
+            process; then much faster steps on small, overhead-bound models; float rounding differs).
     """
 
     objective: str = "exact"
@@ -231,6 +233,7 @@ class WarpGradConfig:
     leap_loss_term: bool = True
     leap_stabilizer: bool = True
     batched: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         """Refuse options no run can use as soon as the config is made (``warpgrad show`` too)."""
@@ -269,6 +272,7 @@ class WarpGrad(MetaLearner):
         self.maml_steps = inner_steps if c.maml_steps is None else c.maml_steps
         self.leap_options = {"norm": c.leap_norm, "loss_term": c.leap_loss_term, "stabilizer": c.leap_stabilizer}
         self.batched = batching_allowed(model, c.batched)
+        self.compile = c.compile
         self.shell.add_group("warp", phi, c.meta_optimizer, c.warp_lr)
         if c.init != "none":
             self.shell.add_group("init", theta0, c.meta_optimizer, c.init_lr)

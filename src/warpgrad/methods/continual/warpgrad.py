@@ -75,6 +75,8 @@ class ContinualWarpGrad:
         batch_size: minibatch per inner step and per experience in the meta-loss (None: all data).
         loss_fn: the task loss (MSE for continual sine regression).
         batched: train the sequences of a meta-batch in lockstep with ``vmap`` when the model allows.
+        compile: compile the sequences' batched inner step with ``torch.compile`` (see
+            :mod:`warpgrad.core.lockstep`).
     """
 
     name = "warpgrad-continual"
@@ -91,6 +93,7 @@ class ContinualWarpGrad:
         batch_size: int | None = None,
         loss_fn: Callable[[Tensor, Tensor], Tensor] = F.mse_loss,
         batched: bool = True,
+        compile: bool = False,
     ):
         if objective not in OBJECTIVES:
             raise UsageError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
@@ -102,7 +105,7 @@ class ContinualWarpGrad:
             raise UsageError("ContinualWarpGrad needs a model with at least one warpgrad.Warp layer; found none")
         self.model, self.inner_optimizer, self.steps = model, inner_optimizer, steps
         self.objective, self.batch_size, self.loss_fn = objective, batch_size, loss_fn
-        self.batched = batching_allowed(model, batched)
+        self.batched, self.compile = batching_allowed(model, batched), compile
         self.shell = MetaShell(model)
         self.shell.add_group("warp", phi, meta_optimizer, warp_lr)
 
@@ -165,7 +168,7 @@ class ContinualWarpGrad:
             hook = None if meta_gradient is None else (lambda step, t=t: meta_gradient_at(t, step))
             theta, _, state = lockstep(
                 self.model, self.inner_optimizer, theta0, phi, tasks, self.steps, generator, self.batched, hook,
-                resume=resume, final_loss=False,
+                resume=resume, final_loss=False, compile=self.compile,
             )  # fmt: skip
             resume = (theta, state)
             if on_experience is not None:
