@@ -6,7 +6,8 @@ together. At step k every task draws its k-th training batch (in task order), th
 
     θ_{k+1}^τ, s_{k+1}^τ = update(∇L_τ(θ_k^τ; batch_k^τ), s_k^τ, θ_k^τ)      for all τ at once,
 
-with one ``torch.func.vmap`` call for the gradients and one for the updates. ``on_step`` sees
+the forward pass vmapped over tasks, the backward plain autograd of the summed losses (tasks do not
+interact), and the update applied to the stacked tensors (vmapped unless it is elementwise). ``on_step`` sees
 every task's point at step k stacked along a leading task dimension (:class:`Step`) before the
 update: WarpGrad stores or scores the points there, Leap extends the paths.
 
