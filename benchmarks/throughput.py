@@ -101,7 +101,20 @@ def engine_throughput(experiment: str, profile: str, settings: list[str], thread
     from warpgrad.experiments import get_experiment
 
     prof = get_experiment(experiment).profile(profile).with_overrides(dict(s.split("=", 1) for s in settings))
-    return {"tasks_per_s": entry["steps"] * prof.meta_batch / entry["wall_time_s"], "mean": entry["mean"]}
+    tasks_per_s = entry["steps"] * prof.meta_batch / entry["wall_time_s"]
+    return {"tasks_per_s": tasks_per_s, "mean": entry["mean"], "timing": entry.get("timing_per_rank", [])}
+
+
+def breakdown(name: str, run: dict) -> str:
+    """Where each rank's meta-step time went: compute, collectives (waiting included), sampling."""
+    parts = []
+    for rank, t in enumerate(run["timing"]):
+        compute = t["meta_step_s"] - t["meta_step_collective_s"]
+        parts.append(
+            f"rank {rank}: compute {compute:.1f} s, in-step collectives {t['meta_step_collective_s']:.1f} s, "
+            f"sampling {t['sample_s']:.1f} s"
+        )
+    return f"  {name}: " + "; ".join(parts)
 
 
 def main() -> None:
@@ -110,6 +123,7 @@ def main() -> None:
     parser.add_argument("--ks", default="5,25", help="inner-step counts for part (a)")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--skip-methods", action="store_true", help="part (b) only")
+    parser.add_argument("--experiments", default="sine,kanji-multishot", help="part (b)'s experiments")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -144,6 +158,8 @@ def main() -> None:
         f"{'efficiency':>11s} {'vs 1 proc x all':>16s} {'metric diff':>12s}"
     )
     for experiment, profile, settings in workloads:
+        if experiment not in args.experiments.split(","):
+            continue
         one = engine_throughput(experiment, profile, settings, 1, 1)
         all_threads = engine_throughput(experiment, profile, settings, cores, 1)
         two = engine_throughput(experiment, profile, settings, 1, 2)
@@ -153,6 +169,8 @@ def main() -> None:
             f"{two['tasks_per_s']:16.1f} {two['tasks_per_s'] / (2 * one['tasks_per_s']):10.2f}x "
             f"{two['tasks_per_s'] / all_threads['tasks_per_s']:15.2f}x {difference:11.2%}"
         )
+        print(breakdown("1 proc x 1 thr", one))
+        print(breakdown("2 procs x 1 thr", two))
     print(
         "(efficiency: 2-process tasks/s over twice the 1-process 1-thread tasks/s; metric diff: relative "
         "difference of the 2-process run's test metric from the 1-process one: float summation order only on "
