@@ -102,7 +102,7 @@ def engine_throughput(experiment: str, profile: str, settings: list[str], thread
 
     prof = get_experiment(experiment).profile(profile).with_overrides(dict(s.split("=", 1) for s in settings))
     tasks_per_s = entry["steps"] * prof.meta_batch / entry["wall_time_s"]
-    return {"tasks_per_s": tasks_per_s, "mean": entry["mean"], "timing": entry.get("timing_per_rank", [])}
+    return {"tasks_per_s": tasks_per_s, "mean": entry["mean"], "timing": entry.get("time_per_rank", [])}
 
 
 def breakdown(name: str, run: dict) -> str:

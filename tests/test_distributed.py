@@ -145,7 +145,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
     assert done.stdout.count("test mse (lower is better)") == 1  # rank 0 alone prints the table
     _assert_same_run(tmp_path / "one", tmp_path / "two", methods)
     for runs, ranks in (("one", 1), ("two", 2)):  # where each rank's time went
-        timing = json.loads((tmp_path / runs / "results.json").read_text())["methods"]["warpgrad"]["timing_per_rank"]
+        timing = json.loads((tmp_path / runs / "results.json").read_text())["methods"]["warpgrad"]["time_per_rank"]
         assert len(timing) == ranks
         for rank in timing:
             assert 0 < rank["meta_step_s"] and 0 <= rank["meta_step_collective_s"] <= rank["meta_step_s"]

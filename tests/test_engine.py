@@ -34,7 +34,7 @@ from warpgrad.tasks.base import SeededTask
 from warpgrad.tasks.sine import SineFamily
 
 SINE_METHODS = list(get_experiment("sine").methods)
-TIME_KEYS = {"time_s", "wall_time_s", "test_time_s"}
+TIME_KEYS = {"time_s", "wall_time_s", "test_time_s", "time_per_rank"}
 
 
 # ------------------------------------------------------------------------------ a fake method

@@ -234,7 +234,7 @@ def train(
         "loss_ci95": loss_ci95,
         "wall_time_s": round(state.elapsed_s, 3),
         "test_time_s": round(test_time, 3),
-        "timing_per_rank": timing,
+        "time_per_rank": timing,
         "precision": precision,
         "per_task": values.tolist(),
         "extra": {  # further per-task metrics the learner reports (e.g. continual forgetting)

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from warpgrad.core.batching import batching_allowed
 from warpgrad.core.optim import InnerOptimizer
 from warpgrad.core.params import Filter, combine, functional_apply, not_warp, partition
 from warpgrad.core.shell import (
@@ -219,10 +218,8 @@ class InitialisationLearner(MetaLearner):
         meta_optimizer: str = "adam",
         meta_lr: float = 1e-3,
         adapt: Filter = not_warp,
-        batched: bool = True,
     ):
         super().__init__(model, inner_optimizer, inner_steps, adapt=adapt)
-        self.batched = batching_allowed(model, batched)  # lockstep trajectories (Leap, Reptile)
         theta0, _ = self.parameters_by_role()
         self.shell.add_group("init", theta0, meta_optimizer, meta_lr)
 

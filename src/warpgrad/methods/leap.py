@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from warpgrad.core.batching import batching_allowed
 from warpgrad.core.lockstep import Step, lockstep
 from warpgrad.core.optim import InnerOptimizer
 from warpgrad.core.tree import Params
@@ -187,9 +188,8 @@ class Leap(InitialisationLearner):
         stabilizer: bool = True,
         batched: bool = True,
     ):
-        super().__init__(
-            model, inner_optimizer, inner_steps, meta_optimizer=meta_optimizer, meta_lr=meta_lr, batched=batched
-        )
+        super().__init__(model, inner_optimizer, inner_steps, meta_optimizer=meta_optimizer, meta_lr=meta_lr)
+        self.batched = batching_allowed(model, batched)  # trajectories in lockstep
         self.path_options = {"norm": norm, "loss_term": loss_term, "stabilizer": stabilizer}
 
     def meta_gradient(self, tasks: list[Task], generator: torch.Generator) -> tuple[Params, dict[str, float]]:

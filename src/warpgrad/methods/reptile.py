@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from warpgrad.core.batching import batching_allowed
 from warpgrad.core.optim import InnerOptimizer
 from warpgrad.core.tree import Params
 from warpgrad.methods.base import InitialisationLearner
@@ -54,9 +55,8 @@ class Reptile(InitialisationLearner):
         meta_lr: float = 1.0,
         batched: bool = True,
     ):
-        super().__init__(
-            model, inner_optimizer, inner_steps, meta_optimizer=meta_optimizer, meta_lr=meta_lr, batched=batched
-        )
+        super().__init__(model, inner_optimizer, inner_steps, meta_optimizer=meta_optimizer, meta_lr=meta_lr)
+        self.batched = batching_allowed(model, batched)  # trajectories in lockstep
 
     def meta_gradient(self, tasks: list[Task], generator: torch.Generator) -> tuple[Params, dict[str, float]]:
         """θ₀ − mean_τ θ_K^τ and metrics, without applying it."""
