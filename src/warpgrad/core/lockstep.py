@@ -38,8 +38,9 @@ import torch
 from torch import Tensor, nn
 
 from warpgrad.core.optim import InnerOptimizer
-from warpgrad.core.params import combine, functional_apply
+from warpgrad.core.params import scored_loss
 from warpgrad.core.tree import Params, State, same_shapes, tree_map, tree_stack
+from warpgrad.core.unroll import _loss_and_grad
 from warpgrad.tasks.base import Task, loss_function, objective
 
 __all__ = ["Step", "lockstep", "unstack"]
@@ -81,10 +82,8 @@ def lockstep(
     Returns every task's θ_K (stacked), its training loss on one more batch (a ``[T]`` tensor;
     ``None`` without ``final_loss``) and its optimiser state.
     """
-    from warpgrad.methods.base import task_loss  # methods build on core, not the reverse
-
     frozen = {k: v.detach() for k, v in frozen.items()}
-    losses = [task_loss(model, task, frozen) for task in tasks]
+    losses = [scored_loss(model, objective(task), frozen) for task in tasks]
     one_loss = len({loss_function(task) for task in tasks}) == 1
     start = {k: v.detach() for k, v in theta0.items()}
     if resume is None:
@@ -110,7 +109,7 @@ def lockstep(
                 theta, state = update(grad, state, theta)
         else:
             points = [_loss_and_grad(losses[i], unstack(theta, i), batches[i]) for i in range(len(tasks))]
-            loss, grad = torch.stack([p[0] for p in points]), tree_stack([p[1] for p in points])
+            loss, grad = torch.stack([p[0].detach() for p in points]), tree_stack([p[1] for p in points])
             if on_step is not None:
                 on_step(Step(k, theta, state, loss, grad))
             with torch.no_grad():
@@ -152,11 +151,7 @@ def _compiled_step(model: nn.Module) -> Any:
     if model not in _COMPILED:
 
         def step(theta: Params, frozen: Params, batch: Any, score: Callable) -> tuple[Params, Tensor]:
-            def loss(th: Params, b: Any) -> Tensor:
-                params = combine(th, frozen)
-                return score(lambda *inputs: functional_apply(model, params, *inputs), b)
-
-            return torch.func.vmap(torch.func.grad_and_value(loss))(theta, batch)
+            return torch.func.vmap(torch.func.grad_and_value(scored_loss(model, score, frozen)))(theta, batch)
 
         _COMPILED[model] = torch.compile(step)
     return _COMPILED[model]
@@ -176,11 +171,3 @@ def _run_compiled(
         warnings.warn(f"torch.compile failed, trajectories run eagerly: {str(error).splitlines()[0]}", stacklevel=3)
         return None
     return loss.detach(), grad
-
-
-def _loss_and_grad(loss: Callable[[Params, Any], Tensor], theta: Params, batch: Any) -> tuple[Tensor, Params]:
-    theta = {k: v.detach().requires_grad_() for k, v in theta.items()}
-    with torch.enable_grad():
-        value = loss(theta, batch)
-        grads = torch.autograd.grad(value, list(theta.values()))
-    return value.detach(), dict(zip(theta, grads))

@@ -168,3 +168,14 @@ def combine(*dicts: Params) -> Params:
 def functional_apply(module: nn.Module, params: Params, *args: Any) -> Tensor:
     """Run ``module(*args)`` with ``params`` in place of its parameters (missing names: module's)."""
     return torch.func.functional_call(module, params, args, strict=False)
+
+
+def scored_loss(module: nn.Module, score: Callable[..., Tensor], frozen: Params) -> Callable[[Params, Any], Tensor]:
+    """``(θ, batch) -> score(forward, batch)`` where ``forward`` runs ``module`` with θ and ``frozen``
+    (a task's objective, :func:`warpgrad.tasks.base.objective`, is such a ``score``)."""
+
+    def loss(theta: Params, batch: Any) -> Tensor:
+        params = combine(theta, frozen)
+        return score(lambda *inputs: functional_apply(module, params, *inputs), batch)
+
+    return loss

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from warpgrad.core.optim import InnerOptimizer
-from warpgrad.core.params import Filter, combine, functional_apply, not_warp, partition
+from warpgrad.core.params import Filter, combine, functional_apply, not_warp, partition, scored_loss
 from warpgrad.core.shell import (
     LOCAL,
     META_OPTIMIZERS,
@@ -54,13 +54,7 @@ __all__ = [
 
 def task_loss(model: nn.Module, task: Task, frozen: Params):
     """``(θ, batch) -> loss``: the task's objective of ``model`` with θ adapted and ``frozen`` fixed."""
-    score = objective(task)
-
-    def loss(theta: Params, batch: Any) -> Tensor:
-        params = combine(theta, frozen)
-        return score(lambda *inputs: functional_apply(model, params, *inputs), batch)
-
-    return loss
+    return scored_loss(model, objective(task), frozen)
 
 
 def inner_loop(

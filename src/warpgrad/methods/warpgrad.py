@@ -51,24 +51,24 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from warpgrad.core.batching import batching_allowed
-from warpgrad.core.lockstep import Step, unstack
+from warpgrad.core.lockstep import Step
 from warpgrad.core.optim import InnerOptimizer
 from warpgrad.core.replay import PointBuffer, Points, last_writers
 from warpgrad.core.shell import LOCAL, META_OPTIMIZERS, MetaGradients, Reduction
-from warpgrad.core.tree import Params, State, same_shapes, tree_stack
+from warpgrad.core.tree import Params
 from warpgrad.errors import UsageError
-from warpgrad.methods.base import MetaLearner, task_loss
+from warpgrad.methods.base import MetaLearner
 from warpgrad.methods.leap import LeapPaths, trajectories
 from warpgrad.methods.maml import maml_gradient
 from warpgrad.methods.registry import check_choice, register
-from warpgrad.tasks.base import Task, as_task, loss_function
+from warpgrad.methods.warp_objective import warp_objective, warp_objectives
+from warpgrad.tasks.base import Task
 
 OBJECTIVES = ("exact", "first_order", "approx")
 ALGORITHMS = ("offline", "online")
@@ -76,37 +76,7 @@ INITS = ("none", "leap", "maml")
 META_LOSS_DATA = ("train", "test")
 BUFFER_DTYPES = {"same": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-Batch = Any
 Apply = Callable[[str, list[Tensor]], None]
-
-
-def warp_objective(
-    model: nn.Module,
-    task: Any,
-    inner_optimizer: InnerOptimizer,
-    theta: Params,
-    state: State,
-    phi: Params,
-    inner_batch: Batch,
-    meta_batch: Batch,
-    objective: str = "exact",
-) -> Tensor:
-    """WarpGrad's meta-loss at one trajectory point θ (with inner-optimiser state ``state``).
-
-    ``task`` is a task (its objective scores the model) or a loss ``(prediction, target)``.
-    Differentiate the result w.r.t. ``phi`` for the point's meta-gradient. ``theta`` and
-    ``state`` are constants. Works on plain tensors and under ``torch.func.vmap``.
-    """
-    loss = task_loss(model, as_task(task), phi)
-    theta = {k: v.detach() for k, v in theta.items()}
-    if objective == "approx":
-        stepped = theta
-    else:
-        grads = torch.func.grad(lambda th: loss(th, inner_batch))(theta)
-        if objective == "first_order":
-            grads = {k: v.detach() for k, v in grads.items()}
-        stepped, _ = inner_optimizer.update(grads, state, theta)
-    return loss(stepped, meta_batch)
 
 
 # ---------------------------------------------------------------------------------- algorithms
@@ -310,29 +280,18 @@ class WarpGrad(MetaLearner):
         points when ``batched`` and all batches have equal shapes, else a loop; same value.
         """
         _, phi = self.parameters_by_role()
-        task_ids = points.task.tolist()
+        point_tasks = [tasks[i] for i in points.task.tolist()]
         batches = [
             (
-                tasks[i].train_batch(generator),
-                tasks[i].train_batch(generator) if self.meta_loss_data == "train" else tasks[i].test_batch(),
+                task.train_batch(generator),
+                task.train_batch(generator) if self.meta_loss_data == "train" else task.test_batch(),
             )
-            for i in task_ids
+            for task in point_tasks
         ]
-
-        def one(task: Task, theta: Params, state: State, inner: Batch, meta: Batch) -> Tensor:
-            return warp_objective(
-                self.model, task, self.inner_optimizer, theta, state, phi, inner, meta, self.objective
-            )
-
-        one_loss = len({loss_function(tasks[i]) for i in task_ids}) == 1
-        if self.batched and len(points) > 1 and same_shapes(batches) and one_loss:
-            inner, meta = tree_stack(batches)
-            return torch.func.vmap(partial(one, tasks[task_ids[0]]))(points.theta, points.state, inner, meta).mean()
-        losses = [
-            one(tasks[i], unstack(points.theta, j), unstack(points.state, j), *batches[j])
-            for j, i in enumerate(task_ids)
-        ]
-        return torch.stack(losses).mean()
+        return warp_objectives(
+            self.model, point_tasks, self.inner_optimizer, points.theta, points.state, phi, batches, self.objective,
+            self.batched,
+        ).mean()  # fmt: skip
 
     def warp_gradient(
         self, points: Points, tasks: list[Task], generator: torch.Generator

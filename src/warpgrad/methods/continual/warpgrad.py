@@ -30,11 +30,11 @@ from torch.nn import functional as F
 from warpgrad.core.batching import batching_allowed
 from warpgrad.core.lockstep import Step, lockstep, unstack
 from warpgrad.core.shell import LOCAL, MetaShell, Reduction
-from warpgrad.core.tree import same_shapes, tree_stack
 from warpgrad.errors import UsageError
 from warpgrad.functional import InnerOptimizer, Params, combine, functional_apply, partition
 from warpgrad.methods.base import check_no_running_statistics
-from warpgrad.methods.warpgrad import OBJECTIVES, warp_objective
+from warpgrad.methods.warp_objective import warp_objectives
+from warpgrad.methods.warpgrad import OBJECTIVES
 
 
 class Experience(Protocol):
@@ -153,7 +153,10 @@ class ContinualWarpGrad:
                 seen = [_take(e.train_x, e.train_y, r) for e, r in zip(sequence[: t + 1], seen_rows)]
                 meta.append((torch.cat([b[0] for b in seen]), torch.cat([b[1] for b in seen])))
             with torch.enable_grad():
-                values = self._objectives(step, phi, inner, meta)
+                values = warp_objectives(
+                    self.model, [self.loss_fn] * len(inner), self.inner_optimizer, step.theta, step.state, phi,
+                    list(zip(inner, meta)), self.objective, self.batched,
+                )  # fmt: skip
                 for acc, g in zip(meta_gradient, torch.autograd.grad(values.sum(), list(phi.values()))):
                     acc += g
             totals["loss"] += float(values.detach().sum())
@@ -174,28 +177,6 @@ class ContinualWarpGrad:
             if on_experience is not None:
                 on_experience(t, theta)
         return resume[0], totals["loss"], totals["points"]
-
-    def _objectives(self, step: Step, phi: Params, inner: list[Any], meta: list[Any]) -> Tensor:
-        """The meta-loss at every sequence's point of ``step`` (a ``[sequences]`` tensor)."""
-
-        def one(theta: Params, state: Any, inner_batch: Any, meta_batch: Any) -> Tensor:
-            return warp_objective(
-                self.model,
-                self.loss_fn,
-                self.inner_optimizer,
-                theta,
-                state,
-                phi,
-                inner_batch,
-                meta_batch,
-                self.objective,
-            )
-
-        if self.batched and same_shapes(inner) and same_shapes(meta):
-            return torch.func.vmap(one)(step.theta, step.state, tree_stack(inner), tree_stack(meta))
-        return torch.stack(
-            [one(unstack(step.theta, i), unstack(step.state, i), inner[i], meta[i]) for i in range(len(inner))]
-        )
 
     def train_sequence(
         self,
