@@ -150,6 +150,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
         for rank in timing:
             assert 0 < rank["meta_step_s"] and 0 <= rank["meta_step_collective_s"] <= rank["meta_step_s"]
             assert rank["meta_step_collective_s"] <= rank["collective_s"]
+            assert rank["validation_s"] > 0 and rank["checkpoint_s"] >= 0  # rank 0 saves, the other waits
         assert (max(r["collective_s"] for r in timing) > 0) == (ranks == 2)
 
 

@@ -65,9 +65,16 @@ class TrainingState:
     history: list[dict[str, Any]] | None = None
     prefetcher: _TaskPrefetcher | None = None
     precision: str = "fp32"
-    # this invocation's seconds drawing tasks and in meta-steps (whose collectives the cluster times)
+    # this invocation's seconds drawing tasks, in meta-steps (whose collectives the cluster times),
+    # validating and writing checkpoints
     clock: dict[str, float] = field(
-        default_factory=lambda: {"sample_s": 0.0, "meta_step_s": 0.0, "meta_step_collective_s": 0.0}
+        default_factory=lambda: {
+            "sample_s": 0.0,
+            "meta_step_s": 0.0,
+            "meta_step_collective_s": 0.0,
+            "validation_s": 0.0,
+            "checkpoint_s": 0.0,
+        }
     )
 
     def autocast(self) -> Any:
@@ -170,7 +177,7 @@ class TrainingState:
 
     def timing(self) -> dict[str, float]:
         """This rank's seconds of this invocation: drawing tasks, meta-steps, the collectives within
-        meta-steps, and all collectives (waiting for the other ranks included)."""
+        meta-steps, validation, checkpoints, and all collectives (waiting for the other ranks included)."""
         return {
             **{k: round(v, 3) for k, v in self.clock.items()},
             "collective_s": round(self.cluster.clock["collective_s"], 3),
@@ -193,7 +200,9 @@ class TrainingState:
         return {k: torch.tensor([r[k] for r in rows], dtype=torch.float64) for k in rows[0]}
 
     def validation_row(self, step: int, elapsed_s: float, train_metrics: dict[str, float]) -> dict[str, Any]:
+        started = time.perf_counter()
         out = self.evaluate(self.val_tasks, self.profile.val_tasks)
+        self.clock["validation_s"] += time.perf_counter() - started
         check_finite(self.method, step, {f"validation {k}": float(v.mean()) for k, v in out.items()})
         row: dict[str, Any] = {
             "step": step,

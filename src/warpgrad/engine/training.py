@@ -148,6 +148,8 @@ def train(
     elif main:
         save_checkpoint(ckpt_path, state.checkpoint())
     metric_key = f"val_{state.metric}"
+    cluster.barrier()  # ranks finish loading data at different times; the training clock starts together
+    cluster.clock["collective_s"] = 0.0
     clock = time.perf_counter()
     resumed_elapsed = state.elapsed_s
 
@@ -155,9 +157,11 @@ def train(
         return resumed_elapsed + time.perf_counter() - clock
 
     def save() -> None:
+        started = time.perf_counter()
         state.elapsed_s = elapsed()
         if main:
             save_checkpoint(ckpt_path, state.checkpoint())
+        state.clock["checkpoint_s"] += time.perf_counter() - started
 
     logger = open_logger(log, out_dir, method) if main else open_logger("none", out_dir, method)
 
