@@ -25,6 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from warpgrad.core.batchnorm import batch_norm
 from warpgrad.errors import UsageError
 
 __all__ = ["BatchNorm", "Warp", "Residual", "linear_warp", "conv_warp", "MLP", "Conv4", "WARP_ACTIVATIONS"]
@@ -42,9 +43,11 @@ class BatchNorm(nn.Module):
     Normalises each channel of an ``[N, C, ...]`` input by the mean and biased variance over all
     other dimensions, then applies the affine ``weight`` and ``bias`` (the standard for few-shot
     learners). It computes what ``nn.BatchNorm{1,2}d(track_running_stats=False)`` computes, but
-    with elementwise operations, so its higher-order derivatives are also correct under
-    ``torch.func.vmap``: PyTorch's batching rule for batch_norm's backward is not
-    (pytorch/functorch#534), which breaks second-order meta-gradients of batched tasks.
+    its derivatives of every order are also correct under ``torch.func.vmap``: PyTorch's batching
+    rule for batch_norm's double backward is not (pytorch/functorch#534), which breaks
+    second-order meta-gradients of batched tasks. Its forward, backward and double backward are
+    closed forms (:func:`warpgrad.core.batchnorm.batch_norm`), cheaper than torch's and keeping
+    float32 precise when a channel's mean is large against its spread.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True):
@@ -59,14 +62,9 @@ class BatchNorm(nn.Module):
             raise UsageError(
                 f"BatchNorm({self.num_features}) expects input [N, {self.num_features}, ...], got {tuple(x.shape)}"
             )
-        dims = (0, *range(2, x.dim()))
-        mean = x.mean(dims, keepdim=True)
-        var = ((x - mean) ** 2).mean(dims, keepdim=True)
-        y = (x - mean) * torch.rsqrt(var + self.eps)
         if self.affine:
-            shape = (1, -1) + (1,) * (x.dim() - 2)
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+            return batch_norm(x, self.weight, self.bias, self.eps)
+        return batch_norm(x, None, None, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, affine={self.affine}"

@@ -5,10 +5,12 @@
 with a pure inner optimiser (:mod:`warpgrad.core.optim`) and a loss ``loss(θ, batch)`` that
 closes over the model, its frozen parameters and the task. Two modes:
 
-* ``differentiable=True``: the gradient is ``torch.func.grad``'s and nothing is detached, so the
-  result is differentiable w.r.t. the initial parameters and everything the loss and the
-  optimiser close over (MAML's second-order meta-gradient, OML/ANML); ``first_order=True``
-  treats the inner gradients as constants (FOMAML). Pure in its tensors: runs under ``vmap``.
+* ``differentiable=True``: the gradient is ``torch.func.grad``'s (outside functorch transforms
+  the same gradient by ``torch.autograd.grad(create_graph=True)``, which is cheaper) and nothing
+  is detached, so the result is differentiable w.r.t. the initial parameters and everything the
+  loss and the optimiser close over (MAML's second-order meta-gradient, OML/ANML);
+  ``first_order=True`` treats the inner gradients as constants (FOMAML). Pure in its tensors:
+  runs under ``vmap``.
 * ``differentiable=False`` (default): the parameters are detached copies and each step runs
   without building a graph (adaptation, trajectories for WarpGrad, Leap and Reptile).
 
@@ -92,9 +94,10 @@ def _unroll_differentiable(
     theta = dict(params)
     state = optimizer.init(theta) if state is None else state
     for k, batch in enumerate(batches):
-        if on_step is None:
-            grads = torch.func.grad(lambda th, b=batch: loss(th, b))(theta)
-            value = None
+        if on_step is None and not _inside_functorch_transform():
+            grads, value = _autograd_gradient(loss, theta, batch, first_order), None
+        elif on_step is None:
+            grads, value = torch.func.grad(lambda th, b=batch: loss(th, b))(theta), None
         else:
             grads, value = torch.func.grad_and_value(lambda th, b=batch: loss(th, b))(theta)
         if first_order:
@@ -103,3 +106,26 @@ def _unroll_differentiable(
             on_step(k, theta, state, value, grads, batch)
         theta, state = optimizer.update(grads, state, theta)
     return theta, state
+
+
+def _inside_functorch_transform() -> bool:
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    return peek is None or peek() is not None
+
+
+def _autograd_gradient(loss: LossFn, theta: Params, batch: Any, first_order: bool) -> Params:
+    """What ``torch.func.grad`` gives, by ``torch.autograd.grad(create_graph=...)``.
+
+    Outside functorch transforms the two are the same gradient, but plain autograd records each
+    operation once instead of through functorch's wrapped tensors, which makes a second-order
+    meta-step of a conv net several percent faster. The graph is kept (second order) when grad
+    mode is on and not ``first_order``, as ``torch.func.grad``'s result is differentiable then.
+    """
+    keep_graph = torch.is_grad_enabled() and not first_order
+    with torch.enable_grad():
+        leaves = {n: v if v.requires_grad else v.detach().requires_grad_() for n, v in theta.items()}
+        value = loss(leaves, batch)
+        if not value.requires_grad:  # the loss does not depend on θ
+            return {n: torch.zeros_like(v) for n, v in leaves.items()}
+        grads = torch.autograd.grad(value, list(leaves.values()), create_graph=keep_graph, allow_unused=True)
+    return {n: torch.zeros_like(v) if g is None else g for (n, v), g in zip(leaves.items(), grads)}

@@ -13,7 +13,10 @@ Tasks are batched with ``torch.func.vmap`` (``batched=True``): every task's inne
 once, the inner gradient via ``torch.func.grad``; a per-task loop gives the same result and is
 used when the tasks' batches differ in shape or the model has modules vmap cannot batch (RNNs,
 dropout, torch norm layers; :mod:`warpgrad.core.batching`). Batch-norm layers must keep no running statistics
-(``track_running_stats=False``), as is standard in few-shot learning.
+(``track_running_stats=False``), as is standard in few-shot learning. On CPU, conv nets run
+faster in the per-task loop (``batched=False``) with the learner's ``channels_last`` set, which
+hands the model its image batches in NHWC memory layout (values unchanged; oneDNN's convolutions
+and max-pooling are faster on it): see docs/benchmarks.md, MAML vs peers.
 
 Which parameters adapt is the ``adapt`` filter (default: all but warp layers); which are
 meta-learned is ``meta_filter`` (default: all but warp layers, so warps are held fixed). T-Nets
@@ -38,7 +41,7 @@ from warpgrad.core.batching import batching_allowed
 from warpgrad.core.optim import InnerOptimizer, per_parameter_sgd
 from warpgrad.core.params import Filter, not_warp, partition
 from warpgrad.core.shell import LOCAL, MetaGradients, Reduction
-from warpgrad.core.tree import Params, same_shapes, tree_stack
+from warpgrad.core.tree import Params, same_shapes, tree_map, tree_stack
 from warpgrad.core.unroll import unroll
 from warpgrad.methods.base import MetaLearner, task_loss
 from warpgrad.methods.registry import register
@@ -72,6 +75,21 @@ def draw_support(tasks: list[Task], steps: int, generator: torch.Generator) -> l
     return [[task.train_batch(generator) for _ in range(steps)] for task in tasks]
 
 
+def channels_last(batch: Batch) -> Batch:
+    """``batch`` with every 4-d floating tensor copied into NHWC memory layout (same values).
+
+    A single-channel image is NCHW and NHWC at once, so ``contiguous(memory_format=...)`` keeps it
+    as it is and the first convolution would pick NCHW; an explicit NHWC copy makes it pick NHWC.
+    """
+
+    def convert(t: Tensor) -> Tensor:
+        if t.dim() != 4 or not t.is_floating_point():
+            return t
+        return torch.empty_like(t, memory_format=torch.channels_last).copy_(t)
+
+    return tree_map(convert, batch)
+
+
 def mean_adapted_loss(
     model: nn.Module,
     inner_optimizer: InnerOptimizer,
@@ -82,10 +100,14 @@ def mean_adapted_loss(
     generator: torch.Generator,
     first_order: bool = False,
     batched: bool = True,
+    nhwc: bool = False,
 ) -> Tensor:
-    """Mean over ``tasks`` of :func:`adapted_test_loss` (vmapped when ``batched`` allows)."""
+    """Mean over ``tasks`` of :func:`adapted_test_loss` (vmapped when ``batched`` allows); ``nhwc``:
+    the batches in :func:`channels_last` layout."""
     support = draw_support(tasks, steps, generator)
     queries = [task.test_batch() for task in tasks]
+    if nhwc:
+        support, queries = channels_last(support), channels_last(queries)
     same_family = len({loss_function(t) for t in tasks}) == 1
     if batched and len(tasks) > 1 and same_family and same_shapes(support) and same_shapes(queries):
         stacked_support = [tree_stack([s[k] for s in support]) for k in range(steps)]
@@ -160,6 +182,11 @@ class MAML(MetaLearner):
         batched: vmap over the tasks of a meta-batch when their batches have equal shapes.
         adapt: which parameters the inner loop adapts (default: all but warp layers).
         meta_filter: which parameters are meta-learned (default: all but warp layers).
+
+    Attributes:
+        channels_last: hand the model its 4-d image batches in NHWC memory layout
+            (:func:`channels_last`; default False): same values, faster conv nets on CPU. Set it
+            on the learner; the model must not ``view`` its activations as NCHW.
     """
 
     name = "maml"
@@ -181,6 +208,7 @@ class MAML(MetaLearner):
         self.first_order = first_order
         self.meta_filter = meta_filter
         self.batched = batching_allowed(model, batched)
+        self.channels_last = False
         self.shell.add_group("init", self.named_meta_parameters(), meta_optimizer, meta_lr)
 
     def named_meta_parameters(self) -> Params:
@@ -207,6 +235,7 @@ class MAML(MetaLearner):
             generator,
             self.first_order,
             self.batched,
+            self.channels_last,
         )
 
     def meta_gradients(
@@ -269,4 +298,13 @@ register(
     experiment_options=_inner_lr_options,
 )
 
-__all__ = ["MAML", "MetaSGD", "MAMLConfig", "FOMAMLConfig", "MetaSGDConfig", "maml_gradient", "adapted_test_loss"]
+__all__ = [
+    "MAML",
+    "MetaSGD",
+    "MAMLConfig",
+    "FOMAMLConfig",
+    "MetaSGDConfig",
+    "maml_gradient",
+    "adapted_test_loss",
+    "channels_last",
+]
