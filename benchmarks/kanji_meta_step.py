@@ -7,7 +7,8 @@ The experiment's own learner and tasks (``warpgrad run kanji-multishot --profile
 with conv warps, 4 tasks of 5 characters, 10 inner steps, the engine's per-task seeds), with
 ``--threads`` torch threads (default 2). Every character the tasks use is rendered before timing
 (warm-up), so the figure is the meta-step itself. Variants as in ``warpgrad_sine.py``: lockstep
-(vmap), task by task (``batched=False``) and ``--before SRC``; interleaved rounds in fresh
+(vmap), compiled (``compile=True``, compiled once in the warm-up), task by task
+(``batched=False``) and ``--before SRC``; interleaved rounds in fresh
 subprocesses. The FLOP bound is the meta-step's counted convolution and matrix-product FLOPs at
 this machine's measured convolution rate (a 3×3 64→64 convolution on 64 images of 28×28), with
 the same threads.
@@ -40,6 +41,8 @@ def worker(config: dict) -> dict:
     profile = experiment.profile("quick")
     if not config["batched"]:
         profile = profile.with_overrides({"warpgrad.batched": "false"})
+    if config.get("compile"):
+        profile = profile.with_overrides({"warpgrad.compile": "true"})
     family = experiment.make_family(profile)
     learner = build_method(experiment, "warpgrad", profile, 0)
     seeds = torch.Generator().manual_seed(0)
@@ -96,13 +99,14 @@ def main() -> None:
     from _bound import conv_rate
 
     rate = conv_rate()
-    variants = {"lockstep": (SRC, True), "task by task": (SRC, False)}
+    variants = {"lockstep": (SRC, True), "compiled": (SRC, "compiled"), "task by task": (SRC, False)}
     if args.before is not None:
         variants["before"] = (args.before.resolve(), True)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, (src, batched) in variants.items():
-            config = {"batched": batched, "repeats": args.repeats, "threads": args.threads}
+            config = {"batched": bool(batched), "repeats": args.repeats, "threads": args.threads}
+            config["compile"] = batched == "compiled"
             seconds[name].append(measure(config, src)["seconds"])
     flops = measure({"batched": True, "repeats": 1, "threads": args.threads, "flops": True}, SRC)["flops"]
     bound = flops / rate
