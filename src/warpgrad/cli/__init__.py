@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_set_argument(run)
     run.add_argument(
+        "--tune",
+        default=None,
+        metavar="meta_lr=V1,V2,...",
+        help="choose each method's meta learning rate from the grid on validation tasks: one run per value in "
+        "OUT/tuning/, the best by final validation metric reported (see docs/experiments.md)",
+    )
+    run.add_argument(
         "--device", default="cpu", choices=DEVICES, help="where models, batches and meta-gradients live (default: cpu)"
     )
     run.add_argument(

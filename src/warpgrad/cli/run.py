@@ -51,6 +51,7 @@ def _run_arguments(args: argparse.Namespace, methods: list[str], out_dir: Path) 
         str(args.seed),
         *(["--log", args.log] if args.log != "none" else []),
         *[part for key, value in args.settings for part in ("--set", f"{key}={value}")],
+        *(["--tune", args.tune] if args.tune else []),
         *(["--device", args.device] if args.device != "cpu" else []),
         *(["--precision", args.precision] if args.precision != "fp32" else []),
     ]
@@ -86,6 +87,7 @@ def run_command(args: argparse.Namespace) -> int:
     from warpgrad.engine.loop import resolve_experiment, resolve_methods
     from warpgrad.engine.outdir import check_not_existing, check_out_dir
     from warpgrad.engine.results import RESULTS_FILE, load_results
+    from warpgrad.experiments import StreamExperiment
     from warpgrad.experiments.methods import run_configuration
 
     experiment = resolve_experiment(args.experiment)
@@ -93,6 +95,12 @@ def run_command(args: argparse.Namespace) -> int:
     profile = experiment.resolve(args.profile, settings)  # unknown keys and bad values: exit 2 now
     methods = resolve_methods(experiment, args.method)
     run_configuration(experiment, profile, methods)  # every method's options checked before anything runs
+    if args.tune is not None:
+        from warpgrad.engine.tuning import parse_grid
+
+        parse_grid(args.tune)
+        if isinstance(experiment, StreamExperiment):
+            raise UsageError(f"--tune chooses meta learning rates of meta-learning runs; {experiment.name} has none")
     check_logger(args.log)
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
     base = check_out_dir(args.out) if args.out is not None else None
@@ -168,13 +176,19 @@ def _run_here(
 
     resume = _resume_command(args, methods, out_dir)
     say = print if cluster.is_main else (lambda *a, **k: None)
+    tune = {}
+    if args.tune is not None:
+        from warpgrad.engine.tuning import parse_grid, tuned_run
+
+        run, tune = tuned_run, {"grid": parse_grid(args.tune)}
     try:
         results = run(
             experiment,
             methods,
             args.profile,
-            args.seed,
-            out_dir,
+            seed=args.seed,
+            out_dir=out_dir,
+            **tune,
             resume=args.resume,
             stop_after=args.stop_after,
             progress=not args.no_progress,

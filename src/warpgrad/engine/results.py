@@ -227,7 +227,10 @@ class ResultsRecord:
         if not write:  # other ranks of a distributed run merge into their copy
             self.results = merge_results(self.results, self.info, entries)
             return self.results
-        entries = {method: {**entry, "provenance": self.provenance(method)} for method, entry in entries.items()}
+        entries = {  # an entry copied from another run (a tuning grid's) keeps that run's provenance
+            method: {**entry, "provenance": entry.get("provenance") or self.provenance(method)}
+            for method, entry in entries.items()
+        }
         with locked(self.out_dir):  # concurrent runs into one directory: merge into what is on disk now
             existing = load_results(self.path)
             check_compatible(existing, self.info, self.path)

@@ -1,0 +1,168 @@
+"""Each method's meta learning rate chosen on validation tasks: one procedure for every table.
+
+``warpgrad run EXPERIMENT --tune meta_lr=A,B,C`` trains every method that has a meta learning
+rate once per grid value, with all of its meta-learning-rate options (``meta_lr``, and WarpGrad's
+``warp_lr`` and ``init_lr``) set to that value, each an ordinary resumable run in
+``OUT/tuning/METHOD/meta_lr=VALUE``. The value whose run ends with the best validation metric
+(the mean over the profile's validation tasks after the last meta-step; ties go to the earlier
+grid value) is chosen, and that run's entry goes into ``OUT/results.json`` with a ``tuning`` record of the grid,
+every value's validation metric and the choice. Test tasks play no part in the choice: every grid
+run also measures its test metric, but only the chosen one is reported. Methods without a meta
+learning rate (the baseline) run once, directly into ``OUT``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from warpgrad.engine.checkpoint import checkpoint_path
+from warpgrad.engine.plots import plot_learning_curves
+from warpgrad.engine.resolve import resolve_experiment, resolve_methods, resolve_profile
+from warpgrad.engine.results import RESULTS_FILE, ResultsRecord, load_results
+from warpgrad.errors import TrainingDiverged, UsageError
+
+TUNED_SETTING = "meta_lr"
+META_LR_OPTIONS = ("meta_lr", "warp_lr", "init_lr")
+TUNING_DIR = "tuning"
+CRITERION = "validation {metric} after the last meta-step ({direction} is better; ties: the earlier grid value)"
+
+
+def parse_grid(text: str) -> list[float]:
+    """``meta_lr=1e-3,3e-3,1e-2`` as a list of at least two distinct positive values."""
+    name, equals, values = text.partition("=")
+    if not equals or name.strip() != TUNED_SETTING:
+        raise UsageError(
+            f"--tune {text!r}: expected {TUNED_SETTING}=V1,V2,... (the only setting tuned is {TUNED_SETTING})"
+        )
+    grid: list[float] = []
+    for part in values.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise UsageError(f"--tune {text!r}: {part.strip()!r} is not a number") from None
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"--tune {text!r}: {part.strip()!r} is not a positive learning rate")
+        if value in grid:
+            raise UsageError(f"--tune {text!r}: {part.strip()!r} appears twice")
+        grid.append(value)
+    if len(grid) < 2:
+        raise UsageError(f"--tune {text!r}: a grid needs at least two values")
+    return grid
+
+
+def meta_lr_options(method: str) -> list[str]:
+    """The options of ``method``'s config that are meta learning rates (none for the baseline)."""
+    from warpgrad.methods.registry import config_fields, registered
+
+    methods = registered()
+    if method not in methods:
+        return []
+    fields = config_fields(methods[method].config)
+    return [name for name in META_LR_OPTIONS if name in fields]
+
+
+def grid_dir(out_dir: Path, method: str, value: float) -> Path:
+    return Path(out_dir) / TUNING_DIR / method / f"{TUNED_SETTING}={value:g}"
+
+
+def grid_settings(methods: list[str], value: float) -> dict[str, str]:
+    """``--set`` overrides giving every meta-learning-rate option of ``methods`` the value."""
+    return {f"{m}.{option}": repr(value) for m in methods for option in meta_lr_options(m)}
+
+
+def tuned_run(
+    experiment: Any,
+    methods: Any,
+    profile: str,
+    grid: list[float],
+    seed: int = 0,
+    out_dir: str | Path = "runs",
+    settings: dict[str, str] | None = None,
+    **run_options: Any,
+) -> dict[str, Any] | None:
+    """:func:`warpgrad.engine.runs.run` with each method's meta learning rate chosen on
+    validation tasks from ``grid`` (module docstring). ``run_options`` go to every run
+    (``resume``, ``progress``, ``cluster``, ...). Returns ``OUT``'s merged results, or ``None`` if
+    ``stop_after`` stopped a run before it finished."""
+    from warpgrad.engine.runs import run
+    from warpgrad.engine.training import PLOT_FILE
+
+    exp = resolve_experiment(experiment)
+    names = resolve_methods(exp, methods)
+    settings = dict(settings or {})
+    tuned = [m for m in names if meta_lr_options(m)]
+    fixed = [m for m in names if not meta_lr_options(m)]
+    if not tuned:
+        raise UsageError(f"--tune: none of {', '.join(names)} has a meta learning rate to tune")
+    for key in settings:
+        if key.split(".")[-1] in META_LR_OPTIONS:
+            raise UsageError(f"--set {key} and --tune both set a meta learning rate: give one of them")
+    out_dir = Path(out_dir)
+    resume = run_options.get("resume", False)
+    for value in grid:
+        for method in tuned:  # one run each, so that a diverging value stops only itself
+            directory = grid_dir(out_dir, method, value)
+            done = load_results(directory / RESULTS_FILE)
+            if resume and done is not None and method in done["methods"]:
+                continue
+            options = {**run_options, "resume": resume and checkpoint_path(directory, method).exists()}
+            try:
+                if (
+                    run(
+                        exp,
+                        [method],
+                        profile,
+                        seed,
+                        directory,
+                        settings={**settings, **grid_settings([method], value)},
+                        **options,
+                    )
+                    is None
+                ):
+                    return None
+            except TrainingDiverged as error:
+                print(f"warpgrad: --tune: {method} at {TUNED_SETTING}={value:g} diverged ({error}); not a candidate")
+    prof = resolve_profile(exp, profile, settings)
+    cluster = run_options.get("cluster")
+    where = {"command": run_options.get("command")}
+    if cluster is not None:
+        where.update(device=cluster.device.type, processes=cluster.world_size)
+    record = ResultsRecord(out_dir, exp, prof, seed, **where)
+    chosen = {m: choose(m, [load_results(grid_dir(out_dir, m, v) / RESULTS_FILE) for v in grid], grid) for m in tuned}
+    write = cluster is None or cluster.is_main
+    first = next(iter(chosen.values()))
+    results = record.add(chosen, write=write, metric=first["metric"], lower_is_better=first["lower_is_better"])
+    if write:
+        plot_learning_curves(results, out_dir / PLOT_FILE)
+    if fixed:
+        results = run(exp, fixed, profile, seed, out_dir, settings=settings, **run_options)
+    return results
+
+
+def choose(method: str, grid_results: list[dict[str, Any] | None], grid: list[float]) -> dict[str, Any]:
+    """``method``'s entry from the grid run with the best final validation metric, with its
+    ``tuning`` record (a diverged run, which has no entry, has validation ``None``)."""
+    entries = [None if r is None else r["methods"].get(method) for r in grid_results]
+    finished = [e for e in entries if e is not None]
+    if not finished:
+        raise TrainingDiverged(f"--tune: {method} diverged at every {TUNED_SETTING} of the grid {grid}")
+    metric, lower = finished[0]["metric"], finished[0]["lower_is_better"]
+    validation = [None if e is None else _number(e["history"][-1].get(f"val_{metric}")) for e in entries]
+    sign = 1.0 if lower else -1.0
+    best = min(range(len(grid)), key=lambda i: (math.inf if validation[i] is None else sign * validation[i], i))
+    record = {
+        "setting": TUNED_SETTING,
+        "options": meta_lr_options(method),
+        "grid": list(grid),
+        "validation": validation,
+        "chosen": grid[best],
+        "criterion": CRITERION.format(metric=metric, direction="lower" if lower else "higher"),
+        "runs": f"{TUNING_DIR}/{method}/{TUNED_SETTING}=VALUE",
+    }
+    return {**entries[best], "tuning": record}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None

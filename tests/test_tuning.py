@@ -1,0 +1,84 @@
+"""--tune: each method's meta learning rate chosen on validation tasks, recorded in the results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from warpgrad.cli import main
+from warpgrad.engine.tuning import choose, grid_dir, meta_lr_options, parse_grid
+from warpgrad.errors import TrainingDiverged, UsageError
+
+
+def test_grid_parses_and_names_what_is_wrong():
+    assert parse_grid("meta_lr=1e-3,3e-3, 0.01") == [1e-3, 3e-3, 0.01]
+    for text, problem in [
+        ("lr=1e-3,1e-2", "expected meta_lr=V1,V2"),
+        ("meta_lr=1e-3,fast", "'fast' is not a number"),
+        ("meta_lr=1e-3,-1", "'-1' is not a positive"),
+        ("meta_lr=1e-3,nan", "'nan' is not a positive"),
+        ("meta_lr=1e-3,1e-3", "appears twice"),
+        ("meta_lr=1e-3", "at least two values"),
+    ]:
+        with pytest.raises(UsageError, match=problem):
+            parse_grid(text)
+
+
+def test_cli_refuses_a_bad_grid_with_exit_2(capsys):
+    assert main(["run", "sine", "--profile", "smoke", "--method", "maml", "--tune", "meta_lr=0.1"]) == 2
+    assert "at least two values" in capsys.readouterr().err
+
+
+def test_meta_learning_rates_per_method():
+    assert meta_lr_options("maml") == ["meta_lr"]
+    assert meta_lr_options("warpgrad") == ["warp_lr", "init_lr"]
+    assert meta_lr_options("baseline") == []
+
+
+def _grid_results(validations, metric="accuracy", lower=False):
+    out = []
+    for i, value in enumerate(validations):
+        if value is None:
+            out.append(None)  # diverged: no results file
+            continue
+        entry = {"metric": metric, "lower_is_better": lower, "mean": 10.0 + i, "per_task": [10.0 + i]}
+        entry["history"] = [{"step": 0, f"val_{metric}": 0.0}, {"step": 5, f"val_{metric}": value}]
+        out.append({"methods": {"maml": entry}})
+    return out
+
+
+def test_choice_uses_the_final_validation_metric_only():
+    grid = [1e-3, 3e-3, 1e-2]
+    best = choose("maml", _grid_results([0.5, 0.7, 0.6]), grid)  # higher is better
+    assert best["tuning"]["chosen"] == 3e-3 and best["mean"] == 11.0
+    assert best["tuning"]["validation"] == [0.5, 0.7, 0.6] and best["tuning"]["grid"] == grid
+    lowest = choose("maml", _grid_results([0.5, 0.7, 0.6], "mse", lower=True), grid)
+    assert lowest["tuning"]["chosen"] == 1e-3
+    tie = choose("maml", _grid_results([0.6, 0.7, 0.7]), grid)
+    assert tie["tuning"]["chosen"] == 3e-3  # the earlier of equal values
+    diverged = choose("maml", _grid_results([0.5, None, 0.6]), grid)
+    assert diverged["tuning"]["chosen"] == 1e-2 and diverged["tuning"]["validation"][1] is None
+    with pytest.raises(TrainingDiverged, match="every meta_lr"):
+        choose("maml", _grid_results([None, None, None]), grid)
+
+
+def test_tuned_run_reports_the_chosen_grid_run(tmp_path, capsys):
+    out = tmp_path / "tuned"
+    code = main(
+        ["run", "sine", "--profile", "smoke", "--method", "maml,baseline", "--set", "meta_steps=3"]
+        + ["--tune", "meta_lr=1e-4,0.3", "--out", str(out), "--no-progress"]
+    )
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    entry, record = results["methods"]["maml"], results["methods"]["maml"]["tuning"]
+    grid_runs = {v: json.loads((grid_dir(out, "maml", v) / "results.json").read_text()) for v in (1e-4, 0.3)}
+    finals = [grid_runs[v]["methods"]["maml"]["history"][-1]["val_mse"] for v in (1e-4, 0.3)]
+    assert record["validation"] == finals
+    chosen = record["chosen"]
+    assert chosen == (1e-4, 0.3)[finals.index(min(finals))]
+    assert finals[0] != finals[1]  # the grid values train differently
+    assert entry["per_task"] == grid_runs[chosen]["methods"]["maml"]["per_task"]
+    assert entry["provenance"]["configuration"]["methods"]["maml"]["meta_lr"] == chosen
+    assert "tuning" not in results["methods"]["baseline"]
+    assert results["settings"] == "meta_steps=3"
