@@ -82,3 +82,10 @@ def test_tuned_run_reports_the_chosen_grid_run(tmp_path, capsys):
     assert entry["provenance"]["configuration"]["methods"]["maml"]["meta_lr"] == chosen
     assert "tuning" not in results["methods"]["baseline"]
     assert results["settings"] == "meta_steps=3"
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    header, *rows = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith(("method", "maml", "base"))
+    ]
+    assert "meta_lr (tuned)" in header
+    assert f"{chosen:g}" in rows[0].split() and rows[1].split()[-4] == "-"  # the baseline has none

@@ -53,6 +53,7 @@ class Row:
     is_reference: bool = False
     extras: dict[str, tuple[float, float | None] | None] = field(default_factory=dict)
     wall_time_s: float | None = None
+    meta_lr: str = ""  # the meta learning rate(s) --tune chose, per seed
 
     @property
     def tasks_label(self) -> str:
@@ -191,7 +192,9 @@ def _row(name: str, entries: dict[int, dict[str, Any]], over_seeds: bool) -> Row
         mean, ci95 = t_interval(next(iter(entries.values()))["per_task"])
     times = [float(entry["wall_time_s"]) for entry in entries.values() if entry.get("wall_time_s") is not None]
     n_tasks = [len(entry["per_task"]) for entry in entries.values()]
-    return Row(name, len(entries), n_tasks, mean, ci95, wall_time_s=sum(times) / len(times) if times else None)
+    chosen = dict.fromkeys(f"{e['tuning']['chosen']:g}" for e in entries.values() if "tuning" in e)
+    time = sum(times) / len(times) if times else None
+    return Row(name, len(entries), n_tasks, mean, ci95, wall_time_s=time, meta_lr=",".join(chosen))
 
 
 def _selected(group: Sequence[Run], methods: Sequence[str] | None, against: str | None) -> list[str]:
@@ -289,6 +292,10 @@ def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
         extras = [format_value(*(row.extras[key] or (None, None))) for key in table.extra_keys]
         mean, diff, time = format_value(row.mean, row.ci95), _format_diff(row), format_time(row.wall_time_s)
         rows.append([row.method, mean, diff, *extras, row.tasks_label, str(row.n_seeds), time])
+    if any(row.meta_lr for row in table.rows):  # a --tune run: the chosen meta learning rates
+        header.insert(-3, "meta_lr (tuned)")
+        for cells, row in zip(rows, table.rows):
+            cells.insert(-3, row.meta_lr or "-")
     return header, rows
 
 
