@@ -89,3 +89,19 @@ def test_tuned_run_reports_the_chosen_grid_run(tmp_path, capsys):
     ]
     assert "meta_lr (tuned)" in header
     assert f"{chosen:g}" in rows[0].split() and rows[1].split()[-4] == "-"  # the baseline has none
+
+
+def test_a_stopped_tuning_run_resumes_to_the_same_choice(tmp_path, capsys):
+    common = ["run", "sine", "--profile", "smoke", "--method", "maml,baseline", "--set", "meta_steps=3"]
+    common += ["--tune", "meta_lr=1e-4,0.3", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*common, "--out", str(tmp_path / "parts"), "--stop-after", "1"]) == 0
+    assert "stopped after 1" in capsys.readouterr().out
+    while main([*common, "--out", str(tmp_path / "parts"), "--resume", "--stop-after", "1"]) == 0:
+        if "stopped after" not in capsys.readouterr().out:
+            break
+    whole, parts = (json.loads((tmp_path / d / "results.json").read_text())["methods"] for d in ("whole", "parts"))
+    assert list(parts) == ["maml", "baseline"]
+    assert parts["maml"]["tuning"] == whole["maml"]["tuning"]
+    assert parts["maml"]["per_task"] == whole["maml"]["per_task"]
+    assert parts["baseline"]["per_task"] == whole["baseline"]["per_task"]

@@ -100,45 +100,58 @@ def tuned_run(
         if key.split(".")[-1] in META_LR_OPTIONS:
             raise UsageError(f"--set {key} and --tune both set a meta learning rate: give one of them")
     out_dir = Path(out_dir)
-    resume = run_options.get("resume", False)
-    for value in grid:
-        for method in tuned:  # one run each, so that a diverging value stops only itself
-            directory = grid_dir(out_dir, method, value)
-            done = load_results(directory / RESULTS_FILE)
-            if resume and done is not None and method in done["methods"]:
-                continue
-            options = {**run_options, "resume": resume and checkpoint_path(directory, method).exists()}
-            try:
-                if (
-                    run(
-                        exp,
-                        [method],
-                        profile,
-                        seed,
-                        directory,
-                        settings={**settings, **grid_settings([method], value)},
-                        **options,
-                    )
-                    is None
-                ):
-                    return None
-            except TrainingDiverged as error:
-                print(f"warpgrad: --tune: {method} at {TUNED_SETTING}={value:g} diverged ({error}); not a candidate")
     prof = resolve_profile(exp, profile, settings)
     cluster = run_options.get("cluster")
     where = {"command": run_options.get("command")}
     if cluster is not None:
         where.update(device=cluster.device.type, processes=cluster.world_size)
     record = ResultsRecord(out_dir, exp, prof, seed, **where)
-    chosen = {m: choose(m, [load_results(grid_dir(out_dir, m, v) / RESULTS_FILE) for v in grid], grid) for m in tuned}
     write = cluster is None or cluster.is_main
-    first = next(iter(chosen.values()))
-    results = record.add(chosen, write=write, metric=first["metric"], lower_is_better=first["lower_is_better"])
-    if write:
-        plot_learning_curves(results, out_dir / PLOT_FILE)
-    if fixed:
-        results = run(exp, fixed, profile, seed, out_dir, settings=settings, **run_options)
+    results = None
+    for method in names:  # in the order given; a long run's table fills method by method
+        if method in fixed:
+            resume = run_options.get("resume", False) and checkpoint_path(out_dir, method).exists()
+            results = run(exp, [method], profile, seed, out_dir, settings=settings, **{**run_options, "resume": resume})
+            if results is None:
+                return None
+            continue
+        for value in grid:
+            if not _grid_run(run, exp, method, value, profile, seed, out_dir, settings, run_options):
+                return None
+        entry = choose(method, [load_results(grid_dir(out_dir, method, v) / RESULTS_FILE) for v in grid], grid)
+        results = record.add(
+            {method: entry}, write=write, metric=entry["metric"], lower_is_better=entry["lower_is_better"]
+        )
+        if write:
+            plot_learning_curves(results, out_dir / PLOT_FILE)
     return results
+
+
+def _grid_run(
+    run: Any,
+    exp: Any,
+    method: str,
+    value: float,
+    profile: str,
+    seed: int,
+    out_dir: Path,
+    settings: dict[str, str],
+    run_options: dict[str, Any],
+) -> bool:
+    """``method`` trained at one grid value (skipped on resume if it finished; a divergence is
+    reported and leaves no entry); False if ``stop_after`` stopped it."""
+    directory = grid_dir(out_dir, method, value)
+    resume = run_options.get("resume", False)
+    done = load_results(directory / RESULTS_FILE)
+    if resume and done is not None and method in done["methods"]:
+        return True
+    options = {**run_options, "resume": resume and checkpoint_path(directory, method).exists()}
+    overrides = {**settings, **grid_settings([method], value)}
+    try:
+        return run(exp, [method], profile, seed, directory, settings=overrides, **options) is not None
+    except TrainingDiverged as error:
+        print(f"warpgrad: --tune: {method} at {TUNED_SETTING}={value:g} diverged ({error}); not a candidate")
+        return True
 
 
 def choose(method: str, grid_results: list[dict[str, Any] | None], grid: list[float]) -> dict[str, Any]:
