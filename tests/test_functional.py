@@ -96,6 +96,19 @@ def test_identity_initialised_conv_warp_is_the_identity_map():
     torch.testing.assert_close(warp(x), x)
 
 
+def test_channel_scale_warp_scales_and_shifts_each_channel_on_its_own():
+    warp = conv_warp(3, kernel_size=1, depthwise=True)
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(warp(x), x)  # identity at initialisation
+    (conv,) = [m for m in warp.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert conv.weight.shape == (3, 1, 1, 1)  # one scale per channel, no mixing
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([2.0, -1.0, 0.5]).view(3, 1, 1, 1))
+        conv.bias.copy_(torch.tensor([0.0, 1.0, -2.0]))
+    expected = x * torch.tensor([2.0, -1.0, 0.5]).view(1, 3, 1, 1) + torch.tensor([0.0, 1.0, -2.0]).view(1, 3, 1, 1)
+    torch.testing.assert_close(warp(x), expected)
+
+
 def test_warp_builders_reject_bad_options():
     with pytest.raises(ValueError, match="activation"):
         linear_warp(3, activation="softsign")

@@ -173,12 +173,15 @@ def conv_warp(
     activation: str | None = None,
     residual: bool = False,
     init: str = "identity",
+    depthwise: bool = False,
 ) -> Warp:
     """A warp of ``depth`` same-width ``kernel_size×kernel_size`` convolutions ('same' padding).
 
     The paper's Omniglot default is one linear 3×3 conv warp after each Conv4 block; its ablations
-    add BN + ReLU, a residual connection and a second conv. ``init="identity"`` starts each conv
-    as a delta kernel (the identity map).
+    use a channel scale (``kernel_size=1, depthwise=True``: each channel scaled and shifted on its
+    own) or a 1×1 conv instead, and add BN + ReLU, a residual connection and a second conv.
+    ``depthwise``: each output channel sees only its own input channel. ``init="identity"``
+    starts each conv as a delta kernel (the identity map).
     """
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise UsageError(f"conv warp kernel_size must be a positive odd integer, got {kernel_size!r}")
@@ -188,11 +191,12 @@ def conv_warp(
             layer.weight.zero_()
             centre = kernel_size // 2
             for c in range(channels):
-                layer.weight[c, c, centre, centre] = 1.0
+                layer.weight[c, 0 if depthwise else c, centre, centre] = 1.0
             layer.bias.zero_()
 
+    groups = channels if depthwise else 1
     return _build_warp(
-        lambda: nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2),
+        lambda: nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=groups),
         lambda: BatchNorm(channels),
         set_identity,
         depth,

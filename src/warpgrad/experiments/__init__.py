@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import Iterator
 
 from warpgrad.errors import UsageError
+from warpgrad.experiments.ablations import KANJI_MULTISHOT_ABLATION
 from warpgrad.experiments.base import (
     PROFILE_NAMES,
     SCHEDULE_FIELDS,
@@ -78,6 +79,7 @@ __all__ = [
     "FOUR_CORNERS",
     "KANJI_FEWSHOT",
     "KANJI_MULTISHOT",
+    "KANJI_MULTISHOT_ABLATION",
     "KANJI_SEQUENTIAL",
     "LEARNED_OPTIMIZER",
     "LEARNED_RULES",
@@ -117,6 +119,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         SINE,
         SINE_CONTINUAL,
         KANJI_MULTISHOT,
+        KANJI_MULTISHOT_ABLATION,
         KANJI_FEWSHOT,
         OMNIGLOT_MULTISHOT,
         OMNIGLOT_FEWSHOT,
