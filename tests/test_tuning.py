@@ -7,14 +7,15 @@ import json
 import pytest
 
 from warpgrad.cli import main
-from warpgrad.engine.tuning import choose, grid_dir, meta_lr_options, parse_grid
+from warpgrad.engine.tuning import Grid, choose, grid_dir, meta_lr_options, parse_grid
 from warpgrad.errors import TrainingDiverged, UsageError
 
 
 def test_grid_parses_and_names_what_is_wrong():
-    assert parse_grid("meta_lr=1e-3,3e-3, 0.01") == [1e-3, 3e-3, 0.01]
+    assert parse_grid("meta_lr=1e-3,3e-3, 0.01") == Grid("meta_lr", [1e-3, 3e-3, 0.01])
+    assert parse_grid("ewc.lam=0,10") == Grid("ewc.lam", [0.0, 10.0])  # any setting; zero allowed there
     for text, problem in [
-        ("lr=1e-3,1e-2", "expected meta_lr=V1,V2"),
+        ("1e-3,1e-2", "expected SETTING=V1,V2"),
         ("meta_lr=1e-3,fast", "'fast' is not a number"),
         ("meta_lr=1e-3,-1", "'-1' is not a positive"),
         ("meta_lr=1e-3,nan", "'nan' is not a positive"),
@@ -34,6 +35,14 @@ def test_meta_learning_rates_per_method():
     assert meta_lr_options("maml") == ["meta_lr"]
     assert meta_lr_options("warpgrad") == ["warp_lr", "init_lr"]
     assert meta_lr_options("baseline") == []
+    grid = Grid("meta_lr", [1e-3, 1e-2])
+    assert grid.methods(["maml", "baseline", "warpgrad"]) == ["maml", "warpgrad"]
+    assert grid.settings("warpgrad", 1e-3) == {"warpgrad.warp_lr": "0.001", "warpgrad.init_lr": "0.001"}
+    assert grid.sets("maml.meta_lr") and not grid.sets("inner_lr")
+    option = Grid("ewc.lam", [1.0, 10.0])
+    assert option.methods(["baseline", "ewc"]) == ["ewc"]  # a method's option tunes that method only
+    assert Grid("inner_lr", [0.1, 0.4]).methods(["maml", "baseline"]) == ["maml", "baseline"]
+    assert option.settings("ewc", 10.0) == {"ewc.lam": "10"}
 
 
 def _grid_results(validations, metric="accuracy", lower=False):
@@ -49,10 +58,10 @@ def _grid_results(validations, metric="accuracy", lower=False):
 
 
 def test_choice_uses_the_final_validation_metric_only():
-    grid = [1e-3, 3e-3, 1e-2]
+    grid = Grid("meta_lr", [1e-3, 3e-3, 1e-2])
     best = choose("maml", _grid_results([0.5, 0.7, 0.6]), grid)  # higher is better
     assert best["tuning"]["chosen"] == 3e-3 and best["mean"] == 11.0
-    assert best["tuning"]["validation"] == [0.5, 0.7, 0.6] and best["tuning"]["grid"] == grid
+    assert best["tuning"]["validation"] == [0.5, 0.7, 0.6] and best["tuning"]["grid"] == grid.values
     lowest = choose("maml", _grid_results([0.5, 0.7, 0.6], "mse", lower=True), grid)
     assert lowest["tuning"]["chosen"] == 1e-3
     tie = choose("maml", _grid_results([0.6, 0.7, 0.7]), grid)
@@ -72,7 +81,7 @@ def test_tuned_run_reports_the_chosen_grid_run(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
     entry, record = results["methods"]["maml"], results["methods"]["maml"]["tuning"]
-    grid_runs = {v: json.loads((grid_dir(out, "maml", v) / "results.json").read_text()) for v in (1e-4, 0.3)}
+    grid_runs = {v: json.loads((grid_dir(out, "maml", "meta_lr", v) / "results.json").read_text()) for v in (1e-4, 0.3)}
     finals = [grid_runs[v]["methods"]["maml"]["history"][-1]["val_mse"] for v in (1e-4, 0.3)]
     assert record["validation"] == finals
     chosen = record["chosen"]

@@ -99,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--tune",
         default=None,
-        metavar="meta_lr=V1,V2,...",
-        help="choose each method's meta learning rate from the grid on validation tasks: one run per value in "
-        "OUT/tuning/, the best by final validation metric reported (see docs/experiments.md)",
+        metavar="SETTING=V1,V2,...",
+        help="choose a setting from the grid on validation tasks: meta_lr (each method's meta learning rates) or "
+        "any --set key; one run per value in OUT/tuning/, the best by final validation metric reported "
+        "(see docs/experiments.md)",
     )
     run.add_argument(
         "--device", default="cpu", choices=DEVICES, help="where models, batches and meta-gradients live (default: cpu)"

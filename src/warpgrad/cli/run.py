@@ -100,7 +100,7 @@ def run_command(args: argparse.Namespace) -> int:
 
         parse_grid(args.tune)
         if isinstance(experiment, StreamExperiment):
-            raise UsageError(f"--tune chooses meta learning rates of meta-learning runs; {experiment.name} has none")
+            raise UsageError(f"--tune chooses settings of meta-learning runs; {experiment.name} is a stream experiment")
     check_logger(args.log)
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
     base = check_out_dir(args.out) if args.out is not None else None

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from warpgrad.engine.results import RESULTS_FILE, read_results
 from warpgrad.engine.stats import paired_t_interval, t_interval
+from warpgrad.engine.tuning import add_tuned_column
 from warpgrad.errors import FileFormatError, UsageError, one_line
 
 FORMATS = ("text", "md", "latex", "csv")
@@ -53,7 +54,7 @@ class Row:
     is_reference: bool = False
     extras: dict[str, tuple[float, float | None] | None] = field(default_factory=dict)
     wall_time_s: float | None = None
-    meta_lr: str = ""  # the meta learning rate(s) --tune chose, per seed
+    tuned: tuple[str, str] = ("", "")  # the setting --tune chose and its value(s), per seed
 
     @property
     def tasks_label(self) -> str:
@@ -192,9 +193,12 @@ def _row(name: str, entries: dict[int, dict[str, Any]], over_seeds: bool) -> Row
         mean, ci95 = t_interval(next(iter(entries.values()))["per_task"])
     times = [float(entry["wall_time_s"]) for entry in entries.values() if entry.get("wall_time_s") is not None]
     n_tasks = [len(entry["per_task"]) for entry in entries.values()]
-    chosen = dict.fromkeys(f"{e['tuning']['chosen']:g}" for e in entries.values() if "tuning" in e)
+    tunings = [e["tuning"] for e in entries.values() if "tuning" in e]
+    tuned = (
+        (tunings[0]["setting"], ",".join(dict.fromkeys(f"{t['chosen']:g}" for t in tunings))) if tunings else ("", "")
+    )
     time = sum(times) / len(times) if times else None
-    return Row(name, len(entries), n_tasks, mean, ci95, wall_time_s=time, meta_lr=",".join(chosen))
+    return Row(name, len(entries), n_tasks, mean, ci95, wall_time_s=time, tuned=tuned)
 
 
 def _selected(group: Sequence[Run], methods: Sequence[str] | None, against: str | None) -> list[str]:
@@ -292,10 +296,7 @@ def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
         extras = [format_value(*(row.extras[key] or (None, None))) for key in table.extra_keys]
         mean, diff, time = format_value(row.mean, row.ci95), _format_diff(row), format_time(row.wall_time_s)
         rows.append([row.method, mean, diff, *extras, row.tasks_label, str(row.n_seeds), time])
-    if any(row.meta_lr for row in table.rows):  # a --tune run: the chosen meta learning rates
-        header.insert(-3, "meta_lr (tuned)")
-        for cells, row in zip(rows, table.rows):
-            cells.insert(-3, row.meta_lr or "-")
+    add_tuned_column(header, rows, [row.tuned for row in table.rows])
     return header, rows
 
 

@@ -1,21 +1,24 @@
-"""Each method's meta learning rate chosen on validation tasks: one procedure for every table.
+"""Settings chosen on validation tasks, one procedure for every table: ``--tune SETTING=GRID``.
 
 ``warpgrad run EXPERIMENT --tune meta_lr=A,B,C`` trains every method that has a meta learning
 rate once per grid value, with all of its meta-learning-rate options (``meta_lr``, and WarpGrad's
 ``warp_lr`` and ``init_lr``) set to that value, each an ordinary resumable run in
-``OUT/tuning/METHOD/meta_lr=VALUE``. The value whose run ends with the best validation metric
-(the mean over the profile's validation tasks after the last meta-step; ties go to the earlier
-grid value) is chosen, and that run's entry goes into ``OUT/results.json`` with a ``tuning`` record of the grid,
-every value's validation metric and the choice. Test tasks play no part in the choice: every grid
-run also measures its test metric, but only the chosen one is reported. Methods without a meta
-learning rate (the baseline) run once, directly into ``OUT``.
+``OUT/tuning/METHOD/meta_lr=VALUE``. Any other ``--set`` key can be tuned the same way
+(``--tune ewc.lam=1,10,100`` tunes that method's option; an experiment option, every method's).
+The value whose run ends with the best validation metric (the mean over the profile's validation
+tasks after the last meta-step; ties go to the earlier grid value) is chosen, and that run's
+entry goes into ``OUT/results.json`` with a ``tuning`` record of the grid, every value's
+validation metric and the choice. Test tasks play no part in the choice: every grid run also
+measures its test metric, but only the chosen one is reported. Methods the grid does not tune
+(the baseline, for ``meta_lr``) run once, directly into ``OUT``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from warpgrad.engine.checkpoint import checkpoint_path
 from warpgrad.engine.plots import plot_learning_curves
@@ -23,33 +26,60 @@ from warpgrad.engine.resolve import resolve_experiment, resolve_methods, resolve
 from warpgrad.engine.results import RESULTS_FILE, ResultsRecord, load_results
 from warpgrad.errors import TrainingDiverged, UsageError
 
-TUNED_SETTING = "meta_lr"
+META_LR = "meta_lr"
 META_LR_OPTIONS = ("meta_lr", "warp_lr", "init_lr")
 TUNING_DIR = "tuning"
 CRITERION = "validation {metric} after the last meta-step ({direction} is better; ties: the earlier grid value)"
 
 
-def parse_grid(text: str) -> list[float]:
-    """``meta_lr=1e-3,3e-3,1e-2`` as a list of at least two distinct positive values."""
+@dataclass(frozen=True)
+class Grid:
+    """A setting and the values to try: ``meta_lr`` (every method's meta learning rates) or any
+    ``--set`` key (``ewc.lam``: that method's; an experiment option: every method's)."""
+
+    setting: str
+    values: list[float]
+
+    def methods(self, names: list[str]) -> list[str]:
+        """Which of ``names`` this grid tunes (the others run once, untuned)."""
+        if self.setting == META_LR:
+            return [m for m in names if meta_lr_options(m)]
+        owner = self.setting.split(".")[0]
+        return [owner] if owner in names else list(names)
+
+    def settings(self, method: str, value: float) -> dict[str, str]:
+        """``--set`` overrides for ``method`` at ``value``."""
+        if self.setting == META_LR:
+            return {f"{method}.{option}": repr(value) for option in meta_lr_options(method)}
+        return {self.setting: f"{value:g}"}
+
+    def sets(self, key: str) -> bool:
+        """Whether ``--set key`` sets what this grid tunes."""
+        return key == self.setting or (self.setting == META_LR and key.split(".")[-1] in META_LR_OPTIONS)
+
+
+def parse_grid(text: str) -> Grid:
+    """``SETTING=V1,V2,...`` (``meta_lr=1e-3,3e-3,1e-2``): at least two distinct numbers, positive
+    for ``meta_lr``."""
     name, equals, values = text.partition("=")
-    if not equals or name.strip() != TUNED_SETTING:
-        raise UsageError(
-            f"--tune {text!r}: expected {TUNED_SETTING}=V1,V2,... (the only setting tuned is {TUNED_SETTING})"
-        )
+    name = name.strip()
+    if not equals or not name:
+        raise UsageError(f"--tune {text!r}: expected SETTING=V1,V2,... (e.g. {META_LR}=1e-3,3e-3,1e-2)")
     grid: list[float] = []
     for part in values.split(","):
         try:
             value = float(part)
         except ValueError:
             raise UsageError(f"--tune {text!r}: {part.strip()!r} is not a number") from None
-        if not (math.isfinite(value) and value > 0):
-            raise UsageError(f"--tune {text!r}: {part.strip()!r} is not a positive learning rate")
+        if not math.isfinite(value) or (name == META_LR and value <= 0):
+            kind = "positive learning rate" if name == META_LR else "finite number"
+            raise UsageError(f"--tune {text!r}: {part.strip()!r} is not a {kind}")
         if value in grid:
             raise UsageError(f"--tune {text!r}: {part.strip()!r} appears twice")
         grid.append(value)
     if len(grid) < 2:
         raise UsageError(f"--tune {text!r}: a grid needs at least two values")
-    return grid
+    return Grid(name, grid)
 
 
 def meta_lr_options(method: str) -> list[str]:
@@ -63,20 +93,15 @@ def meta_lr_options(method: str) -> list[str]:
     return [name for name in META_LR_OPTIONS if name in fields]
 
 
-def grid_dir(out_dir: Path, method: str, value: float) -> Path:
-    return Path(out_dir) / TUNING_DIR / method / f"{TUNED_SETTING}={value:g}"
-
-
-def grid_settings(methods: list[str], value: float) -> dict[str, str]:
-    """``--set`` overrides giving every meta-learning-rate option of ``methods`` the value."""
-    return {f"{m}.{option}": repr(value) for m in methods for option in meta_lr_options(m)}
+def grid_dir(out_dir: Path, method: str, setting: str, value: float) -> Path:
+    return Path(out_dir) / TUNING_DIR / method / f"{setting}={value:g}"
 
 
 def tuned_run(
     experiment: Any,
     methods: Any,
     profile: str,
-    grid: list[float],
+    grid: Grid,
     seed: int = 0,
     out_dir: str | Path = "runs",
     settings: dict[str, str] | None = None,
@@ -92,13 +117,14 @@ def tuned_run(
     exp = resolve_experiment(experiment)
     names = resolve_methods(exp, methods)
     settings = dict(settings or {})
-    tuned = [m for m in names if meta_lr_options(m)]
-    fixed = [m for m in names if not meta_lr_options(m)]
+    tuned = grid.methods(names)
+    fixed = [m for m in names if m not in tuned]
     if not tuned:
-        raise UsageError(f"--tune: none of {', '.join(names)} has a meta learning rate to tune")
+        raise UsageError(f"--tune {grid.setting}: none of {', '.join(names)} has a meta learning rate to tune")
     for key in settings:
-        if key.split(".")[-1] in META_LR_OPTIONS:
-            raise UsageError(f"--set {key} and --tune both set a meta learning rate: give one of them")
+        if grid.sets(key):
+            raise UsageError(f"--set {key} and --tune {grid.setting} set the same thing: give one of them")
+    resolve_profile(exp, profile, {**settings, **grid.settings(tuned[0], grid.values[0])})  # a bad key: now
     out_dir = Path(out_dir)
     prof = resolve_profile(exp, profile, settings)
     cluster = run_options.get("cluster")
@@ -115,10 +141,12 @@ def tuned_run(
             if results is None:
                 return None
             continue
-        for value in grid:
-            if not _grid_run(run, exp, method, value, profile, seed, out_dir, settings, run_options):
+        for value in grid.values:
+            if not _grid_run(run, exp, method, grid, value, profile, seed, out_dir, settings, run_options):
                 return None
-        entry = choose(method, [load_results(grid_dir(out_dir, method, v) / RESULTS_FILE) for v in grid], grid)
+        entry = choose(
+            method, [load_results(grid_dir(out_dir, method, grid.setting, v) / RESULTS_FILE) for v in grid.values], grid
+        )
         results = record.add(
             {method: entry}, write=write, metric=entry["metric"], lower_is_better=entry["lower_is_better"]
         )
@@ -131,6 +159,7 @@ def _grid_run(
     run: Any,
     exp: Any,
     method: str,
+    grid: Grid,
     value: float,
     profile: str,
     seed: int,
@@ -140,42 +169,59 @@ def _grid_run(
 ) -> bool:
     """``method`` trained at one grid value (skipped on resume if it finished; a divergence is
     reported and leaves no entry); False if ``stop_after`` stopped it."""
-    directory = grid_dir(out_dir, method, value)
+    directory = grid_dir(out_dir, method, grid.setting, value)
     resume = run_options.get("resume", False)
     done = load_results(directory / RESULTS_FILE)
     if resume and done is not None and method in done["methods"]:
         return True
     options = {**run_options, "resume": resume and checkpoint_path(directory, method).exists()}
-    overrides = {**settings, **grid_settings([method], value)}
+    overrides = {**settings, **grid.settings(method, value)}
     try:
         return run(exp, [method], profile, seed, directory, settings=overrides, **options) is not None
     except TrainingDiverged as error:
-        print(f"warpgrad: --tune: {method} at {TUNED_SETTING}={value:g} diverged ({error}); not a candidate")
+        print(f"warpgrad: --tune: {method} at {grid.setting}={value:g} diverged ({error}); not a candidate")
         return True
 
 
-def choose(method: str, grid_results: list[dict[str, Any] | None], grid: list[float]) -> dict[str, Any]:
+def choose(method: str, grid_results: list[dict[str, Any] | None], grid: Grid) -> dict[str, Any]:
     """``method``'s entry from the grid run with the best final validation metric, with its
     ``tuning`` record (a diverged run, which has no entry, has validation ``None``)."""
     entries = [None if r is None else r["methods"].get(method) for r in grid_results]
     finished = [e for e in entries if e is not None]
     if not finished:
-        raise TrainingDiverged(f"--tune: {method} diverged at every {TUNED_SETTING} of the grid {grid}")
+        raise TrainingDiverged(f"--tune: {method} diverged at every {grid.setting} of the grid {grid.values}")
     metric, lower = finished[0]["metric"], finished[0]["lower_is_better"]
     validation = [None if e is None else _number(e["history"][-1].get(f"val_{metric}")) for e in entries]
     sign = 1.0 if lower else -1.0
-    best = min(range(len(grid)), key=lambda i: (math.inf if validation[i] is None else sign * validation[i], i))
+    best = min(range(len(grid.values)), key=lambda i: (math.inf if validation[i] is None else sign * validation[i], i))
     record = {
-        "setting": TUNED_SETTING,
-        "options": meta_lr_options(method),
-        "grid": list(grid),
+        "setting": grid.setting,
+        "options": list(grid.settings(method, grid.values[best])),
+        "grid": list(grid.values),
         "validation": validation,
-        "chosen": grid[best],
+        "chosen": grid.values[best],
         "criterion": CRITERION.format(metric=metric, direction="lower" if lower else "higher"),
-        "runs": f"{TUNING_DIR}/{method}/{TUNED_SETTING}=VALUE",
+        "runs": f"{TUNING_DIR}/{method}/{grid.setting}=VALUE",
     }
     return {**entries[best], "tuning": record}
 
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def chosen_values(entries: Iterable[dict[str, Any]]) -> tuple[str, str]:
+    """(the tuned setting, the value(s) chosen) of a method's entries over seeds; ("", "") if untuned."""
+    tunings = [entry["tuning"] for entry in entries if "tuning" in entry]
+    if not tunings:
+        return "", ""
+    return tunings[0]["setting"], ",".join(dict.fromkeys(f"{t['chosen']:g}" for t in tunings))
+
+
+def add_tuned_column(header: list[str], rows: list[list[str]], tuned: list[tuple[str, str]]) -> None:
+    """A report's column of chosen values, before its last three (tasks, seeds, time), if any row has one."""
+    setting = next((name for name, _ in tuned if name), None)
+    if setting is not None:
+        header.insert(-3, f"{setting} (tuned)")
+        for cells, (_, value) in zip(rows, tuned):
+            cells.insert(-3, value or "-")
