@@ -22,6 +22,17 @@ def _continual_sine_method(cls_name: str) -> MethodSpec:
     return MethodSpec(cls.__doc__.strip().splitlines()[0], build)
 
 
+def _sequence_ewc() -> MethodSpec:
+    from warpgrad.methods.continual.sequence_ewc import SequenceEWC
+
+    def build(p: Profile) -> MetaLearner:
+        o = p.options
+        model = MLP(1, o["hidden"], 1, warp=o["warp"])
+        return SequenceEWC(model, _inner(o), o["steps_per_interval"], lam=o["ewc"]["lam"])  # type: ignore[return-value]
+
+    return MethodSpec(SequenceEWC.__doc__.strip().splitlines()[0], build)
+
+
 def _continual_sine_family(p: Profile) -> TaskFamily:
     from warpgrad.tasks.continual import ContinualSineFamily
 
@@ -39,6 +50,7 @@ _SINE_CONTINUAL = {
     "inner_lr": 0.01,
     "steps_per_interval": 10,
     "warpgrad": {"objective": "exact", "meta_optimizer": "adam", "warp_lr": 1e-3},
+    "ewc": {"lam": 1.0},
 }
 SINE_CONTINUAL = Experiment(
     name="sine-continual",
@@ -67,6 +79,7 @@ SINE_CONTINUAL = Experiment(
     make_family=_continual_sine_family,
     methods={
         "baseline": _continual_sine_method("SequentialBaseline"),
+        "ewc": _sequence_ewc(),
         "warpgrad": _continual_sine_method("ContinualWarpGrad"),
     },
 )

@@ -7,6 +7,7 @@ from warpgrad.methods.continual.base import ContinualLearner, SGDLearner
 from warpgrad.methods.continual.dhp import DHPLearner, DHPNet, DHPSoftmax, hebbian_update, plastic_logits
 from warpgrad.methods.continual.ewc import EWC, FISHER_KINDS, ewc_penalty, fisher_diagonal
 from warpgrad.methods.continual.oml import OML, continual_meta_test, conv_representation
+from warpgrad.methods.continual.sequence_ewc import SequenceEWC
 from warpgrad.methods.continual.warpgrad import ContinualWarpGrad, SequentialBaseline
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "continual_meta_test",
     "ContinualWarpGrad",
     "SequentialBaseline",
+    "SequenceEWC",
 ]
