@@ -135,7 +135,7 @@ def plot_meta_training(report: dict[str, Any], path: Path, warps: bool = True) -
     columns = min(3, len(methods))
     rows = math.ceil(len(methods) / columns)
     figure = Figure(figsize=(4.2 * columns, 3.4 * rows), dpi=110)
-    grid = figure.subplots(rows, columns, squeeze=False)
+    grid = figure.subplots(rows, columns, squeeze=False, sharey=True)  # methods compared on one scale
     k = report["steps"][-1]
     for index, method in enumerate(methods):
         axes = grid[index // columns][index % columns]
@@ -157,7 +157,8 @@ def plot_meta_training(report: dict[str, Any], path: Path, warps: bool = True) -
             )
         axes.set_title(method, fontsize=10)
         axes.set_xlabel("meta-training step")
-        axes.set_ylabel(f"1 - CKA after {k} inner steps")
+        if index % columns == 0:
+            axes.set_ylabel(f"1 - CKA after {k} inner steps")
         axes.set_ylim(bottom=0.0)
         axes.legend(fontsize=5, loc="best")
     for index in range(len(methods), rows * columns):
