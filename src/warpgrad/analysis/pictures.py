@@ -64,7 +64,9 @@ def plot_heatmap(report: dict[str, Any], method: str, path: Path, warps: bool = 
     layers, steps = shown_layers(report, method, table, warps), report["steps"]
     values = [[table[layer][str(s)]["cka"] for s in steps] for layer in layers]
     grid = [[float("nan") if v is None else v for v in row] for row in values]
-    figure = Figure(figsize=(1.2 + 0.9 * len(steps), 1.2 + 0.45 * len(layers)), dpi=120)
+    labels = [_label(report, method, layer) for layer in layers]
+    width = 2.2 + 0.07 * max(map(len, labels), default=0) + 0.9 * len(steps)  # labels, cells and colour bar
+    figure = Figure(figsize=(width, 1.2 + 0.45 * len(layers)), dpi=120)
     axes = figure.subplots()
     image = axes.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     for i, row in enumerate(values):
@@ -72,7 +74,7 @@ def plot_heatmap(report: dict[str, Any], method: str, path: Path, warps: bool = 
             text = "n/a" if v is None else f"{v:.3f}"
             axes.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if (v or 0) < 0.6 else "black")
     axes.set_xticks(range(len(steps)), [str(s) for s in steps])
-    axes.set_yticks(range(len(layers)), [_label(report, method, layer) for layer in layers])
+    axes.set_yticks(range(len(layers)), labels)
     axes.set_xlabel("inner steps")
     axes.set_title(f"{method}: linear CKA vs step 0" + ("" if warps else " (warps left out)"), fontsize=10)
     figure.colorbar(image, ax=axes)
