@@ -139,6 +139,7 @@ def plot_meta_training(report: dict[str, Any], path: Path, warps: bool = True) -
     figure = Figure(figsize=(4.2 * columns, 3.4 * rows), dpi=110)
     grid = figure.subplots(rows, columns, squeeze=False, sharey=True)  # methods compared on one scale
     k = report["steps"][-1]
+    top = 0.0
     for index, method in enumerate(methods):
         axes = grid[index // columns][index % columns]
         curves = meta_training_curves(report, method)
@@ -147,6 +148,7 @@ def plot_meta_training(report: dict[str, Any], path: Path, warps: bool = True) -
         for depth, layer in enumerate(layers):
             steps, changes = zip(*curves[layer])
             warp = layer in report["warp_layers"].get(method, [])
+            top = max(top, *changes)
             axes.plot(
                 steps,
                 changes,
@@ -161,8 +163,8 @@ def plot_meta_training(report: dict[str, Any], path: Path, warps: bool = True) -
         axes.set_xlabel("meta-training step")
         if index % columns == 0:
             axes.set_ylabel(f"1 - CKA after {k} inner steps")
-        axes.set_ylim(bottom=0.0)
         axes.legend(fontsize=5, loc="best")
+    grid[0][0].set_ylim(0.0, 1.05 * top if top > 0 else 1.0)  # shared by every panel
     for index in range(len(methods), rows * columns):
         grid[index // columns][index % columns].axis("off")
     figure.suptitle(f"{report['experiment']}: how much the inner loop changes each layer, over meta-training")
