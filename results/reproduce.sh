@@ -44,8 +44,14 @@ run learned-rules-quick learned-rules --method sgd,adam,blur,vsml,local-rules --
 # results/sine-quick-analysis (needs the checkpoints, so a run of its own):
 #   warpgrad run sine --profile quick --method maml,anil,warpgrad,reptile,leap,finetune --out runs/sine
 #   warpgrad analyze runs/sine --out results/sine-quick-analysis
-#   warpgrad run kanji-fewshot --profile quick --method maml,warpgrad --out runs/kanji-fewshot
+# results/kanji-fewshot-quick-analysis and results/kanji-multishot-quick-analysis (with snapshots of the
+# learners every 25 / 20 meta-steps; one thread, OMP_NUM_THREADS=1, as they were run):
+#   warpgrad run kanji-fewshot --profile quick --method maml,anil,warpgrad,leap,reptile,finetune \
+#       --set snapshot_every=25 --out runs/kanji-fewshot
 #   warpgrad analyze runs/kanji-fewshot --out results/kanji-fewshot-quick-analysis
+#   warpgrad run kanji-multishot --profile quick --method warpgrad,leap,reptile,finetune \
+#       --set snapshot_every=20 --out runs/kanji-multishot
+#   warpgrad analyze runs/kanji-multishot --out results/kanji-multishot-quick-analysis
 # FOP's hyper_lr grid on validation images (results/fop-tuning): bash results/tune_fop.sh
 # about 5.5 hours on one core (3 seeds × 4 methods; seeds can run side by side: run maze-quick with
 # --seeds replaced by one --seed each in separate processes, into results/maze-quick/seed-S)

@@ -10,14 +10,26 @@ linear CKA and RSA (Spearman correlation of correlation-distance RDMs, Euclidean
 with one feature) between the representation
 at step ``s`` and at step 0, averaged over the tasks.
 
-Outputs (in ``RUN_DIR/analysis`` by default): ``representations.json``, ``cka-METHOD.png`` (layers x
-steps heatmap) and ``mds.png`` (classical MDS of ``1 - RSA`` between the RDMs of every (method,
-layer, step) on the first task).
+Snapshots: where the run kept the learner during meta-training (``--set snapshot_every=N``,
+:mod:`warpgrad.engine.snapshots`), each snapshot is analysed the same way, against its own
+initialisation (the learner of that meta-step, before any inner step).
+
+Warp layers (the leaf layers inside a :class:`~warpgrad.layers.Warp`) are analysed like any layer
+and listed in ``warp_layers``; the heatmaps, the printed table and ``meta_training.png`` mark them,
+and a method with warps gets a second heatmap without them (its task layers only, comparable
+layer by layer with a method that has none).
+
+Outputs (in ``RUN_DIR/analysis`` by default): ``representations.json`` (``methods``: the final
+learner, ``METHOD -> layer -> s -> {cka, rsa}``; ``final_step``: its meta-step; ``snapshots``:
+``METHOD -> meta-step -> layer -> s -> {cka, rsa}``; ``warp_layers``), ``cka-METHOD.png`` (layers x
+steps heatmap; ``cka-METHOD-without-warps.png`` as well for a method with warps), ``mds.png``
+(classical MDS of ``1 - RSA`` between the RDMs of every (method, layer, step) of the final
+learners on the first task) and, with snapshots, ``meta_training.png`` (per method, each layer's
+``1 - CKA`` after K inner steps against the meta-training step).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -26,10 +38,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from warpgrad.analysis.pictures import plot_heatmap, plot_mds, plot_meta_training, shown_layers
 from warpgrad.analysis.similarity import linear_cka, rdm, rsa
 from warpgrad.core.params import functional_apply
 from warpgrad.errors import UsageError
-from warpgrad.files import atomic_write, atomic_write_text
+from warpgrad.files import atomic_write_text
 
 ANALYSIS_SEED = 4_000_000  # task draws of the analysis: apart from the engine's val/test/eval seeds
 DIGITS = 10  # values are rounded to 10 decimals: roundoff does not make CKA(x, x) differ from 1
@@ -131,18 +144,74 @@ def load_run(run_dir: Path, settings: dict[str, str] | None = None) -> tuple[Any
     return experiment, profile, results
 
 
+def _load_learner(learner: Any, state: Any, path: Path, name: str) -> None:
+    try:
+        learner.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        if isinstance(error, UsageError):
+            raise
+        detail = " ".join(str(error).split())[:200]
+        raise UsageError(f"checkpoint {path} does not fit {name}: {detail}") from None
+
+
+def measure(
+    learner: Any,
+    tasks: list[Any],
+    batch_seeds: list[int],
+    steps: list[int],
+    rdms: dict[int, dict[tuple[str, int], Tensor]] | None = None,
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``{layer: {str(s): {"cka", "rsa"}}}``: each layer's representation of every task's test inputs
+    after ``s`` inner steps vs after 0, averaged over ``tasks``; the first task's RDMs into ``rdms``."""
+    from warpgrad.engine.seeding import _generator
+    from warpgrad.methods.base import eval_mode
+
+    model = learner.model
+    layers = layer_modules(model)
+    all_params = dict(model.named_parameters())
+    cka: dict[str, dict[int, list[float | None]]] = {layer: {s: [] for s in steps} for layer in layers}
+    rsas: dict[str, dict[int, list[float | None]]] = {layer: {s: [] for s in steps} for layer in layers}
+    with eval_mode(model):
+        for index, (task, batch_seed) in enumerate(zip(tasks, batch_seeds)):
+            x = task.test_batch()[0]
+            reps: dict[int, dict[str, Tensor]] = {}
+            for s in steps:
+                # the same training batches for every s: the first s batches of one stream
+                adapted = learner.adapt(task, _generator(batch_seed), steps=s)
+                params = {k_: v.detach() for k_, v in {**all_params, **adapted}.items()}
+                reps[s] = capture(model, params, x, layers)
+            for layer in layers:
+                base, base_rdm = reps[0][layer], _safe_rdm(reps[0][layer])
+                for s in steps:
+                    rep = reps[s][layer]
+                    this_rdm = base_rdm if s == 0 else _safe_rdm(rep)
+                    cka[layer][s].append(_safe(linear_cka, base, rep))
+                    both = base_rdm is not None and this_rdm is not None
+                    rsas[layer][s].append(_safe(rsa, base_rdm, this_rdm) if both else None)
+                    if rdms is not None and index == 0 and this_rdm is not None:
+                        rdms.setdefault(index, {})[(layer, s)] = this_rdm
+    return {
+        layer: {str(s): {"cka": _mean(cka[layer][s]), "rsa": _mean(rsas[layer][s])} for s in steps} for layer in layers
+    }
+
+
 def analyze_run(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
     tasks: int = 8,
     methods: list[str] | None = None,
     settings: dict[str, str] | None = None,
+    snapshots: bool = True,
 ) -> dict[str, Any]:
-    """Analyze ``run_dir`` (see the module docstring); write the outputs into ``out_dir`` and return the JSON."""
+    """Analyze ``run_dir`` (see the module docstring); write the outputs into ``out_dir`` and return the JSON.
+
+    With ``snapshots`` (the default) every snapshot a method kept (``--set snapshot_every=N``) is
+    analysed as well, under ``report["snapshots"][METHOD][META_STEP]``.
+    """
     from warpgrad.engine.checkpoint import load_checkpoint
     from warpgrad.engine.seeding import _generator, _sample_tasks, _task_seeds
+    from warpgrad.engine.snapshots import list_snapshots, load_snapshot
     from warpgrad.experiments import build_method
-    from warpgrad.methods.base import eval_mode
     from warpgrad.tasks.base import family_split
 
     if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
@@ -159,6 +228,7 @@ def analyze_run(
     seed = results["seed"]
     seeds = _task_seeds(_generator(ANALYSIS_SEED + seed), tasks)
     task_list = _sample_tasks(family_split(family, "test"), seeds, range(tasks))
+    batch_seeds = [batch_seed for _, batch_seed in seeds]
     k = int(profile.options["inner_steps"])
     steps = analysis_steps(k)
 
@@ -174,52 +244,36 @@ def analyze_run(
         "rdm": "correlation distance (Euclidean for layers with one feature); RSA: Spearman",
         "warp_layers": {},
         "methods": {},
+        "final_step": {},
+        "snapshots": {},
     }
     first_task_rdms: dict[tuple[str, str, int], Tensor] = {}
     for name in names:
         learner = build_method(experiment, name, profile, seed)
-        try:
-            learner.load_state_dict(load_checkpoint(run_dir / name / "checkpoint.pt")["learner"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            if isinstance(error, UsageError):
-                raise
-            detail = " ".join(str(error).split())[:200]
-            raise UsageError(f"checkpoint {run_dir / name / 'checkpoint.pt'} does not fit {name}: {detail}") from None
-        model = learner.model
-        layers = layer_modules(model)
-        all_params = dict(model.named_parameters())
-        cka: dict[str, dict[int, list[float | None]]] = {layer: {s: [] for s in steps} for layer in layers}
-        rsas: dict[str, dict[int, list[float | None]]] = {layer: {s: [] for s in steps} for layer in layers}
-        with eval_mode(model):
-            for index, (task, (_, batch_seed)) in enumerate(zip(task_list, seeds)):
-                x = task.test_batch()[0]
-                reps: dict[int, dict[str, Tensor]] = {}
-                for s in steps:
-                    # the same training batches for every s: the first s batches of one stream
-                    adapted = learner.adapt(task, _generator(batch_seed), steps=s)
-                    params = {k_: v.detach() for k_, v in {**all_params, **adapted}.items()}
-                    reps[s] = capture(model, params, x, layers)
-                for layer in layers:
-                    base, base_rdm = reps[0][layer], _safe_rdm(reps[0][layer])
-                    for s in steps:
-                        rep = reps[s][layer]
-                        this_rdm = base_rdm if s == 0 else _safe_rdm(rep)
-                        cka[layer][s].append(_safe(linear_cka, base, rep))
-                        both = base_rdm is not None and this_rdm is not None
-                        rsas[layer][s].append(_safe(rsa, base_rdm, this_rdm) if both else None)
-                        if index == 0 and this_rdm is not None:
-                            first_task_rdms[(name, layer, s)] = this_rdm
-        report["warp_layers"][name] = [layer for layer, (_, warp) in layers.items() if warp]
-        report["methods"][name] = {
-            layer: {str(s): {"cka": _mean(cka[layer][s]), "rsa": _mean(rsas[layer][s])} for s in steps}
-            for layer in layers
-        }
+        path = run_dir / name / "checkpoint.pt"
+        checkpoint = load_checkpoint(path)
+        _load_learner(learner, checkpoint["learner"], path, name)
+        rdms: dict[int, dict[tuple[str, int], Tensor]] = {}
+        report["methods"][name] = measure(learner, task_list, batch_seeds, steps, rdms)
+        report["final_step"][name] = int(checkpoint["step"])
+        report["warp_layers"][name] = [layer for layer, (_, warp) in layer_modules(learner.model).items() if warp]
+        first_task_rdms.update({(name, layer, s): rdm_ for (layer, s), rdm_ in rdms.get(0, {}).items()})
+        # the snapshots were written by this run: the same experiment, method, profile, seed and settings
+        config = {**{key: results[key] for key in ("experiment", "profile", "seed", "settings")}, "method": name}
+        report["snapshots"][name] = {}
+        for meta_step, snapshot_path in (list_snapshots(run_dir, name) if snapshots else {}).items():
+            _load_learner(learner, load_snapshot(snapshot_path, config)["learner"], snapshot_path, name)
+            report["snapshots"][name][str(meta_step)] = measure(learner, task_list, batch_seeds, steps)
 
     out = run_dir / "analysis" if out_dir is None else Path(out_dir)
     atomic_write_text(out / "representations.json", json.dumps(report, indent=2) + "\n")
     for name in names:
         plot_heatmap(report, name, out / f"cka-{name}.png")
+        if report["warp_layers"][name]:
+            plot_heatmap(report, name, out / f"cka-{name}-without-warps.png", warps=False)
     plot_mds(first_task_rdms, out / "mds.png")
+    if any(report["snapshots"].values()):
+        plot_meta_training(report, out / "meta_training.png")
     return report
 
 
@@ -232,97 +286,34 @@ def _safe_rdm(x: Tensor) -> Tensor | None:
     return None if upper.numel() == 0 or bool((upper == upper[0]).all()) else rep
 
 
-def classical_mds(d: Tensor, dims: int = 2) -> Tensor:
-    """Classical (Torgerson) MDS: ``(n, dims)`` coordinates whose distances approximate ``d`` ``(n, n)``."""
-    d = torch.as_tensor(d, dtype=torch.float64)
-    n = d.shape[0]
-    j = torch.eye(n, dtype=torch.float64) - 1.0 / n
-    b = -0.5 * j @ (d**2) @ j
-    values, vectors = torch.linalg.eigh((b + b.T) / 2)
-    order = torch.argsort(values, descending=True)[:dims]
-    coords = vectors[:, order] * values[order].clamp(min=0).sqrt()
-    if coords.shape[1] < dims:
-        coords = torch.cat([coords, torch.zeros(n, dims - coords.shape[1], dtype=torch.float64)], dim=1)
-    return coords
+def _cell(c: float | None, r: float | None) -> str:
+    return (f"{c:.3f}" if c is not None else "n/a") + " / " + (f"{r:.3f}" if r is not None else "n/a")
 
 
-def _save(figure: Any, path: Path) -> None:
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
-
-
-def plot_heatmap(report: dict[str, Any], method: str, path: Path) -> None:
-    """Layers x inner steps, CKA against step 0 written in the cells."""
-    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
-
-    table = report["methods"][method]
-    layers, steps = list(table), report["steps"]
-    values = [[table[layer][str(s)]["cka"] for s in steps] for layer in layers]
-    grid = [[float("nan") if v is None else v for v in row] for row in values]
-    figure = Figure(figsize=(1.2 + 0.9 * len(steps), 1.2 + 0.45 * len(layers)), dpi=120)
-    axes = figure.subplots()
-    image = axes.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    for i, row in enumerate(values):
-        for j, v in enumerate(row):
-            text = "n/a" if v is None else f"{v:.3f}"
-            axes.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if (v or 0) < 0.6 else "black")
-    warps = set(report["warp_layers"].get(method, []))
-    axes.set_xticks(range(len(steps)), [str(s) for s in steps])
-    axes.set_yticks(range(len(layers)), [f"{layer} (warp)" if layer in warps else layer for layer in layers])
-    axes.set_xlabel("inner steps")
-    axes.set_title(f"{method}: linear CKA vs step 0", fontsize=10)
-    figure.colorbar(image, ax=axes)
-    _save(figure, path)
-
-
-def plot_mds(rdms: dict[tuple[str, str, int], Tensor], path: Path) -> None:
-    """Classical MDS of ``1 - RSA`` between the RDMs (one task) of every (method, layer, step)."""
-    from matplotlib.figure import Figure
-
-    keys = list(rdms)
-    n = len(keys)
-    d = torch.zeros(n, n, dtype=torch.float64)
-    for a in range(n):
-        for b in range(a + 1, n):
-            d[a, b] = d[b, a] = 1.0 - (_safe(rsa, rdms[keys[a]], rdms[keys[b]]) or 0.0)
-    figure = Figure(figsize=(6.4, 5.2), dpi=120)
-    axes = figure.subplots()
-    if n >= 2:
-        coords = classical_mds(d)
-        methods = sorted({m for m, _, _ in keys}, key=[m for m, _, _ in keys].index)
-        for method in methods:
-            for layer in sorted({lyr for m, lyr, _ in keys if m == method}, key=[lyr for _, lyr, _ in keys].index):
-                idx = [i for i, (m, lyr, _) in enumerate(keys) if m == method and lyr == layer]
-                axes.plot(
-                    coords[idx, 0], coords[idx, 1], marker="o", markersize=3, linewidth=1, label=f"{method} {layer}"
-                )
-                last = idx[-1]
-                axes.annotate(f"s={keys[last][2]}", (float(coords[last, 0]), float(coords[last, 1])), fontsize=6)
-        axes.legend(fontsize=6, loc="best")
-    axes.set_title("classical MDS of 1 - RSA (first task; lines: inner steps)", fontsize=10)
-    _save(figure, path)
-
-
-def summary(report: dict[str, Any]) -> str:
-    """A text table per method: layers x steps, ``CKA / RSA``."""
+def summary(report: dict[str, Any], warps: bool = True) -> str:
+    """A text table per method: layers x steps, ``CKA / RSA``; then, where the run kept snapshots,
+    linear CKA after K steps per layer and meta-training step. ``warps=False`` leaves warp layers out."""
     lines = [
         f"{report['experiment']} ({report['profile']} profile, seed {report['seed']}): "
         f"representation at inner step s vs step 0, mean over {report['tasks']} tasks (linear CKA / RSA)"
     ]
     for method, table in report["methods"].items():
-        warps = set(report["warp_layers"].get(method, []))
+        layers = shown_layers(report, method, table, warps)
+        warp_layers = set(report["warp_layers"].get(method, []))
+        labels = {layer: f"{layer} (warp)" if layer in warp_layers else layer for layer in layers}
+        width = max([len(label) for label in labels.values()] + [5])
         lines.append(f"{method}:")
-        width = max(len(layer) + 7 for layer in table)
         lines.append("  " + "layer".ljust(width) + "".join(f"  s={s}".rjust(16) for s in report["steps"]))
-        for layer, row in table.items():
-            label = f"{layer} (warp)" if layer in warps else layer
-            cells = []
-            for s in report["steps"]:
-                c, r = row[str(s)]["cka"], row[str(s)]["rsa"]
-                cells.append(
-                    (f"{c:.3f}" if c is not None else "n/a") + " / " + (f"{r:.3f}" if r is not None else "n/a")
-                )
-            lines.append("  " + label.ljust(width) + "".join(cell.rjust(16) for cell in cells))
+        for layer in layers:
+            cells = [_cell(table[layer][str(s)]["cka"], table[layer][str(s)]["rsa"]) for s in report["steps"]]
+            lines.append("  " + labels[layer].ljust(width) + "".join(cell.rjust(16) for cell in cells))
+        snaps = report.get("snapshots", {}).get(method, {})
+        if snaps:
+            k = str(report["steps"][-1])
+            lines.append(f"  over meta-training (snapshots): linear CKA after {k} inner steps vs step 0")
+            lines.append("  " + "meta-step".ljust(width) + "".join(f"{step:>9}" for step in snaps))
+            for layer in layers:
+                values = [snaps[step].get(layer, {}).get(k, {}).get("cka") for step in snaps]
+                cells = "".join(f"{v:9.3f}" if v is not None else f"{'n/a':>9}" for v in values)
+                lines.append("  " + labels[layer].ljust(width) + cells)
     return "\n".join(lines)

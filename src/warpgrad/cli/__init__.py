@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         "analyze",
         help="how the inner loop changes each layer's representation",
         description="Per method, layer and inner step s in {0, 1, K/2, K}: linear CKA and RSA between the "
-        "representation of held-out tasks' test inputs after s inner steps and at the meta-learned initialisation. "
-        "Writes representations.json, cka-METHOD.png and mds.png.",
+        "representation of held-out tasks' test inputs after s inner steps and at the meta-learned initialisation, "
+        "for the final learner and every snapshot the run kept (--set snapshot_every=N when running). "
+        "Writes representations.json, cka-METHOD.png, mds.png and, with snapshots, meta_training.png.",
     )
     analyze.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `warpgrad run ... --out RUN_DIR`")
     analyze.add_argument("--out", default=None, help="output directory (default: RUN_DIR/analysis)")
@@ -175,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tasks", type=int, default=8, metavar="N", help="held-out tasks to average over (default: 8)"
     )
     analyze.add_argument("--method", default=None, metavar="M[,M...]", help="methods to analyze (default: all)")
+    analyze.add_argument(
+        "--without-warps", action="store_true", help="leave warp layers out of the printed table (JSON: all layers)"
+    )
+    analyze.add_argument(
+        "--no-snapshots", action="store_true", help="analyze the final learners only, not the run's snapshots"
+    )
     _add_set_argument(analyze)
     analyze.set_defaults(handler=_analyze)
     return parser
@@ -257,9 +264,11 @@ def _analyze(args: argparse.Namespace) -> int:
     from warpgrad.analysis.representations import analyze_run, summary
 
     methods = args.method.split(",") if args.method is not None else None
-    report = analyze_run(args.run_dir, args.out, args.tasks, methods, dict(args.settings))
+    report = analyze_run(args.run_dir, args.out, args.tasks, methods, dict(args.settings), not args.no_snapshots)
     out = args.out if args.out is not None else os.path.join(args.run_dir, "analysis")
-    print(f"{summary(report)}\nwritten: {out}/representations.json, cka-METHOD.png, mds.png")
+    extra = ", meta_training.png" if any(report["snapshots"].values()) else ""
+    print(summary(report, warps=not args.without_warps))
+    print(f"written: {out}/representations.json, cka-METHOD.png, mds.png{extra}")
     return EXIT_OK
 
 

@@ -207,7 +207,8 @@ def _run_here(
     say(format_table(results, methods))
     say(f"\nresults: {out_dir / RESULTS_FILE}")
     say(f"learning curves: {out_dir / PLOT_FILE}")
-    say(f"per-method metrics.csv and checkpoint.pt: {out_dir}/METHOD/")
+    snapshots = ", snapshots/step-SSSSSS.pt" if experiment.resolve(args.profile, settings).snapshot_every else ""
+    say(f"per-method metrics.csv{snapshots} and checkpoint.pt: {out_dir}/METHOD/")
     return EXIT_OK
 
 

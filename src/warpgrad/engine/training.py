@@ -24,6 +24,7 @@ from warpgrad.engine.seeding import (
     check_seed,
     spare_core,
 )
+from warpgrad.engine.snapshots import clear_snapshots, save_snapshot, snapshot_due
 from warpgrad.engine.state import CHECKPOINT_KEYS, TrainingState, run_config
 from warpgrad.errors import FileFormatError
 from warpgrad.experiments import Experiment, Profile
@@ -61,12 +62,14 @@ def initialize_checkpoint(
     """Write ``method``'s step-0 checkpoint (a freshly built learner) and return its path.
 
     Resuming from it is identical to starting afresh, so a run can always be resumed. With
-    several processes rank 0 writes it and every rank waits until it is there.
+    several processes rank 0 writes it and every rank waits until it is there. Snapshots of an
+    earlier run of ``method`` in ``out_dir`` are removed.
     """
     cluster = Cluster() if cluster is None else cluster
     exp = resolve_experiment(experiment)
     path = checkpoint_path(out_dir, method)
     if cluster.is_main:
+        clear_snapshots(out_dir, method)
         state = TrainingState.start(exp, method, resolve_profile(exp, profile), seed)
         save_checkpoint(path, state.checkpoint())
     cluster.barrier()
@@ -94,7 +97,9 @@ def train(
     """Meta-train one method, evaluate it on held-out tasks, and return its results entry.
 
     Writes ``out_dir/METHOD/metrics.csv`` (one row per validation) and
-    ``out_dir/METHOD/checkpoint.pt`` (every ``profile.checkpoint_every`` steps and at the end).
+    ``out_dir/METHOD/checkpoint.pt`` (every ``profile.checkpoint_every`` steps and at the end);
+    with ``profile.snapshot_every`` = N > 0 also ``out_dir/METHOD/snapshots/step-SSSSSS.pt``, the
+    learner at step 0 and every N-th step (:mod:`warpgrad.engine.snapshots`).
 
     Args:
         experiment: an experiment name (see ``warpgrad list``) or an :class:`Experiment`.
@@ -146,6 +151,7 @@ def train(
         state.restore(checkpoint, ckpt_path)
         del checkpoint
     elif main:
+        clear_snapshots(out_dir, method)
         save_checkpoint(ckpt_path, state.checkpoint())
     metric_key = f"val_{state.metric}"
     cluster.barrier()  # ranks finish loading data at different times; the training clock starts together
@@ -162,6 +168,13 @@ def train(
         if main:
             save_checkpoint(ckpt_path, state.checkpoint())
         state.clock["checkpoint_s"] += time.perf_counter() - started
+
+    def snapshot() -> None:  # before the checkpoint of the same step: a resumed run rewrites later ones only
+        if main and snapshot_due(state.step, prof.snapshot_every):
+            started = time.perf_counter()
+            config = run_config(exp, method, prof, seed)
+            save_snapshot(out_dir, method, state.step, state.learner.state_dict(), config)
+            state.clock["checkpoint_s"] += time.perf_counter() - started
 
     logger = open_logger(log, out_dir, method) if main else open_logger("none", out_dir, method)
 
@@ -186,6 +199,8 @@ def train(
         with _DeferredInterrupt(bar, announce=main) as interrupt:
             if state.step == 0 and not state.history:
                 state.history.append(state.validation_row(0, elapsed(), {}))
+            if state.step == 0:
+                snapshot()
             write_history()  # on resume: rewritten from the checkpoint
             if state.history:
                 bar.set_postfix({metric_key: f"{state.history[-1][metric_key]:.4g}"})
@@ -205,6 +220,7 @@ def train(
                     bar.set_postfix({metric_key: f"{state.history[-1][metric_key]:.4g}"})
                 stop = stop_after is not None and state.step - start >= stop_after
                 interrupted = cluster.any(interrupt.requested)
+                snapshot()
                 if state.step % prof.checkpoint_every == 0 or last or stop or interrupted:
                     save()
                 if interrupted:

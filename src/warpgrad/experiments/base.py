@@ -17,7 +17,15 @@ from warpgrad.methods.base import MetaLearner
 from warpgrad.tasks.base import TaskFamily
 
 PROFILE_NAMES = ("smoke", "quick", "paper")
-SCHEDULE_FIELDS = ("meta_steps", "meta_batch", "eval_every", "val_tasks", "test_tasks", "checkpoint_every")
+SCHEDULE_FIELDS = (
+    "meta_steps",
+    "meta_batch",
+    "eval_every",
+    "val_tasks",
+    "test_tasks",
+    "checkpoint_every",
+    "snapshot_every",
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,8 @@ class Profile:
     checkpoint_every: int
     options: dict[str, Any] = field(default_factory=dict)
     settings: str = ""  # the --set overrides applied, canonical "k=v,k=v" (recorded in checkpoints and results)
+    # also keep the learner of meta-step 0 and of every N-th meta-step (0: off; warpgrad.engine.snapshots)
+    snapshot_every: int = 0
 
     def with_overrides(self, overrides: dict[str, str]) -> Profile:
         """A copy with ``KEY=VALUE`` overrides applied (values parsed to the current value's type).
@@ -157,7 +167,13 @@ class Experiment:
                     raise UsageError(
                         f"setting {key!r}: {self.name} does not run {head}; its methods: {', '.join(self.methods)}"
                     )
-        return base.with_overrides(settings) if settings else base
+        resolved = base.with_overrides(settings) if settings else base
+        if resolved.snapshot_every and isinstance(self, StreamExperiment):
+            raise UsageError(
+                f"setting snapshot_every={resolved.snapshot_every}: {self.name} is run by {self.runner}, which keeps "
+                "no snapshots; snapshot_every is for meta-training experiments (e.g. sine, kanji-fewshot)"
+            )
+        return resolved
 
     def method(self, name: str) -> MethodSpec:
         """The spec of ``name``; a ValueError (one line) when this experiment cannot run it."""
