@@ -2,7 +2,8 @@
 # Re-runs every published table into results/NAME (one seed each), on this machine. Each table in
 # README.md and docs/ is printed by `warpgrad report --format md results/NAME` from the
 # results.json committed here (see results/README.md); a test checks that they agree.
-#   bash results/reproduce.sh            all of them (about 50 minutes on 2 CPU cores, and maze-quick about 5.5 hours)
+#   bash results/reproduce.sh            all of them (about 50 minutes on 2 CPU cores, the probe runs about
+#                                        50 more on a busy machine, and maze-quick about 5.5 hours)
 #   bash results/reproduce.sh sine-quick one of them
 # Then regenerate the tables: .venv/bin/python -m warpgrad.engine.docs_tables README.md docs/*.md
 set -euo pipefail
@@ -27,6 +28,10 @@ run sine-quick sine --method maml,fomaml,metasgd,reptile,leap,tnets,finetune,war
 run sine-quick-seeds sine --method maml,tnets,warpgrad --profile quick --seeds 0-4 || echo "(warpgrad diverged, as expected)"
 run sine-continual-quick sine-continual --method baseline,warpgrad --profile quick
 run kanji-sequential-quick kanji-sequential --method oml,anml,sgd,pretrain --profile quick
+# linear probes of the representation after each fifth of the test classes, on the 15 stream images per class
+run kanji-sequential-probes-quick kanji-sequential --method oml,anml,sgd,pretrain --profile quick --set probe_samples=15
+# the same probes on sgd at a fixed meta-test lr at which its network trains (validation picks 1e-7, where it barely moves)
+run kanji-sequential-sgd-probes-quick kanji-sequential --method sgd --profile quick --set probe_samples=15 --set lr_grid=0.001
 # dhp-ewc diverges at this λ in 4 of 5 runs (exit 1 naming the run): left out of the published table
 run digits-permuted-quick digits-permuted --method sgd,ewc,ewc-empirical,ewc-online,dhp --profile quick
 run digits-permuted-probes-quick digits-permuted --method sgd,ewc,ewc-empirical,ewc-online,dhp --profile quick \
@@ -35,6 +40,12 @@ run fmnist-permuted-quick fmnist-permuted --method sgd,ewc,ewc-empirical,ewc-onl
 run fmnist-split-task-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick
 run fmnist-split-class-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick \
     --set scenario=class --set ewc_lambda=10
+run fmnist-permuted-probes-quick fmnist-permuted --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick \
+    --set probe_samples=100
+run fmnist-split-task-probes-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick \
+    --set probe_samples=100
+run fmnist-split-class-probes-quick fmnist-split --method sgd,ewc,ewc-empirical,ewc-online,dhp,dhp-ewc --profile quick \
+    --set scenario=class --set ewc_lambda=10 --set probe_samples=100
 run navigation-quick navigation --method es-maml,es-maml-hc,maml-sim,fomaml-sim --profile quick
 run four-corners-quick four-corners --method es-maml,es-maml-hc,maml-sim,fomaml-sim --profile quick
 run fop-quick fop --method sgd,fop-sgd,momentum,fop-momentum,adam,fop-adam --profile quick

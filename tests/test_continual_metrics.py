@@ -115,3 +115,16 @@ def test_plots(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["curves.png", "matrix.png"]
     with pytest.raises(ValueError, match="empty"):
         plot_accuracy_vs_classes({}, tmp_path / "none.png")
+
+
+def test_plot_of_output_and_probe_curves(tmp_path):
+    from warpgrad.continual.metrics import plot_output_and_probe_curves
+
+    path = tmp_path / "probes.png"
+    plot_output_and_probe_curves({"sgd": ([(1, 0.9), (2, 0.5), (3, 0.4)], [(1, 0.95), (3, 0.8)])}, path, "toy")
+    assert _is_png(path)
+    with pytest.raises(ValueError, match="empty"):
+        plot_output_and_probe_curves({}, tmp_path / "none.png")
+    with pytest.raises(ValueError, match="'oml' needs output and probe points"):
+        plot_output_and_probe_curves({"oml": ([(1, 0.9)], [])}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

@@ -208,6 +208,34 @@ def plot_accuracy_vs_classes(
     _save_atomic(fig, path)
 
 
+def plot_output_and_probe_curves(
+    curves: dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]],
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """Per method (one colour) the output accuracy on all classes seen (solid) and the accuracy of
+    a linear probe on the representation at a few points (dashed, markers), against the number of
+    classes seen: ``curves[name] = (output points, probe points)``, each ``[(n_classes_seen, accuracy)]``."""
+    if not curves:
+        raise UsageError("curves is empty: give at least one method's (output points, probe points)")
+    fig = _figure((6.5, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    for k, (name, (output, probe)) in enumerate(curves.items()):
+        if not output or not probe:
+            raise UsageError(f"method {name!r} needs output and probe points")
+        colour = f"C{k % 10}"
+        ax.plot(*zip(*output), color=colour, label=f"{name}: output")
+        ax.plot(*zip(*probe), color=colour, linestyle="--", marker="o", label=f"{name}: linear probe")
+    ax.set_xlabel("number of classes seen")
+    ax.set_ylabel("accuracy on classes seen")
+    ax.set_ylim(0.0, 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=9)
+    _save_atomic(fig, path)
+
+
 __all__ = [
     "accuracy_matrix",
     "average_accuracy",
@@ -218,4 +246,5 @@ __all__ = [
     "accuracy_vs_classes",
     "plot_accuracy_matrix",
     "plot_accuracy_vs_classes",
+    "plot_output_and_probe_curves",
 ]

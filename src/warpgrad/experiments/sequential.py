@@ -79,6 +79,10 @@ _SEQUENTIAL = {
     "head_reset": "zeros",
     "lr_grid": "1e-7,1e-6,1e-5,1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,0.1",
     "threads": 0,
+    # > 0: linear probes of the representation on that many stream images per class, after each of
+    # probe_groups groups of test classes (representational forgetting, warpgrad.engine.sequential.probes)
+    "probe_samples": 0,
+    "probe_groups": 5,
     "oml": {"inner_lr": 0.03, "meta_lr": 1e-4, "first_order": False},
     "anml": {
         "nm_widths": (112, 112, 112),

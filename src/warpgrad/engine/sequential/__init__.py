@@ -37,6 +37,10 @@ closed form (:func:`linear_head_meta_test`, equal to the library's ``continual_m
 features computed once per stream. The profile option ``threads`` sets torch's intra-op threads
 for the run (0: unchanged); the one-image steps of ``sgd`` always run on one thread.
 
+Representational forgetting (opt-in, ``probe_samples`` > 0): linear probes of each learner's
+current representation after each of ``probe_groups`` groups of test classes, next to the output
+accuracy at the same points (:mod:`warpgrad.engine.sequential.probes`).
+
 Outputs: ``results.json`` (entries with the mean curve ``curve``, ``lr``, ``extra``) and
 ``accuracy_vs_classes.png`` (mean curve per method) in the output directory. Runs are minutes
 and have no checkpoints (``--resume`` is refused by the CLI).

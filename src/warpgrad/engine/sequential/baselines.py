@@ -7,7 +7,7 @@ meta-training samples, then meta-tests a reset head on its frozen features like 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,11 +44,13 @@ def online_network_meta_test(
     eval_x_per_class: Sequence[Tensor] | None = None,
     labels: Sequence[int] | None = None,
     loss_fn: Loss = F.cross_entropy,
+    after_class: Callable[[int, Params], None] | None = None,
 ) -> dict[str, Any]:
     """Like :func:`~warpgrad.methods.continual.oml.continual_meta_test`, but every parameter of
     ``model`` (from ``params``) is trained: one SGD step per image, one pass, class after class.
     Same result: ``accuracy`` (after each class, over the evaluation images of all classes seen)
-    and ``per_class``."""
+    and ``per_class``. ``after_class(c, params)``, when given, is called after class ``c`` with
+    the network's current parameters (e.g. to probe)."""
     if not stream_x_per_class:
         raise UsageError("meta-test needs at least one class")
     evals = stream_x_per_class if eval_x_per_class is None else eval_x_per_class
@@ -65,6 +67,8 @@ def online_network_meta_test(
         y = torch.tensor([labels[c]])
         examples = ((x[i : i + 1], y) for i in range(x.shape[0]))
         params, _ = unroll(loss, params, sgd(lr), examples, differentiable=True)
+        if after_class is not None:
+            after_class(c, params)
         seen = torch.cat(list(evals[: c + 1]))
         predicted = functional_apply(model, params, seen).argmax(-1)
         correct = predicted == torch.cat([torch.full((e.shape[0],), labels[j]) for j, e in enumerate(evals[: c + 1])])
@@ -101,9 +105,28 @@ class Scratch:
         labels: Sequence[int] | None = None,
         head_reset: str = "zeros",
         lr: float | None = None,
+        after_class: Callable[[int, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]], None] | None = None,
     ) -> dict[str, Any]:
+        """The whole network trained online (:func:`online_network_meta_test`) from the seeded
+        initialisation with the head reset. ``after_class(c, represent, head)``, when given, is
+        called after class ``c`` with the current body (images ↦ the head's input) and head
+        (that input ↦ logits), as :mod:`warpgrad.engine.sequential.probes` expects."""
         params = {f"rln.{k}": v.detach() for k, v in self.model.rln.named_parameters()}
         params.update({f"head.{k}": v for k, v in reset_head(self.head, head_reset).items()})
+        hook = None
+        if after_class is not None:
+
+            def hook(c: int, p: Params) -> None:
+                part = {
+                    name: {k[len(name) + 1 :]: v for k, v in p.items() if k.startswith(f"{name}.")}
+                    for name in ("rln", "head")
+                }
+                after_class(
+                    c,
+                    lambda x: functional_apply(self.model.rln, part["rln"], x),
+                    lambda f: functional_apply(self.model.head, part["head"], f),
+                )
+
         with torch_threads(1):  # one-image steps gain nothing from more threads and lose much on a busy machine
             return online_network_meta_test(
                 self.model,
@@ -113,6 +136,7 @@ class Scratch:
                 eval_x_per_class,
                 labels,
                 self.loss_fn,
+                hook,
             )
 
     def state_dict(self) -> dict[str, Any]:

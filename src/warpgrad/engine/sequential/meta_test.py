@@ -9,7 +9,7 @@ and :func:`evaluate` tunes on ``val`` then meta-tests on ``test``.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,13 +44,15 @@ def linear_head_meta_test(
     bias: Tensor | None,
     lr: float,
     labels: Sequence[int],
+    after_class: Callable[[int, Callable[[Tensor], Tensor]], None] | None = None,
 ) -> dict[str, Any]:
     """:func:`~warpgrad.methods.continual.oml.continual_meta_test` for a linear head with
     cross-entropy, on precomputed features, with the gradient in closed form: for features f and
     label y, ∇_W = (softmax(Wf + b) − e_y) fᵀ and ∇_b = softmax(Wf + b) − e_y.
 
     Returns ``accuracy`` (held-out, after each class), ``per_class`` and ``train_accuracy`` (on
-    the stream images of all classes, after the stream).
+    the stream images of all classes, after the stream). ``after_class(c, head)``, when given, is
+    called after class ``c`` with the current head (features ↦ logits), e.g. to probe.
     """
     W = weight.detach().clone()
     b = None if bias is None else bias.detach().clone()
@@ -72,6 +74,8 @@ def linear_head_meta_test(
             if b is not None:
                 b.sub_(lr * p)
         hits = correct(eval_features[: c + 1])
+        if after_class is not None:
+            after_class(c, lambda f: f @ W.T + (0 if b is None else b))
         per_class.append(torch.stack([h.mean() for h in hits]))
         accuracy.append(torch.cat(hits).mean())
     train = torch.cat(correct(stream_features)).mean()
@@ -95,37 +99,51 @@ def meta_test_streams(
     head_reset: str = "zeros",
     train_accuracy: bool = False,
     feature_cache: dict[int, Any] | None = None,
+    probe_samples: int = 0,
+    probe_groups: int = 5,
 ) -> dict[str, Any]:
     """Run ``learner.meta_test`` on each stream at ``lr``.
 
     Returns ``curves`` (tensor ``[runs, n_classes]``: held-out accuracy on all classes seen after
     each class), ``final`` (its last column) and, with ``train_accuracy``, ``train_final``: the
     accuracy on the stream images of all classes after the stream (the papers' train accuracy).
+    With ``probe_samples > 0`` also ``probes``: linear probes of the representation after each of
+    ``probe_groups`` groups of classes (:mod:`warpgrad.engine.sequential.probes`,
+    :func:`~warpgrad.engine.sequential.probes.summarize_probes`); the other results are unchanged.
 
     A learner with a linear head, cross-entropy and ``frozen_features`` (OML, ANML, ``pretrain``)
     is meta-tested by :func:`linear_head_meta_test` (the same result, faster), its features
     computed once per stream (kept in ``feature_cache`` if given, for several lrs).
     """
-    curves, train_final = [], []
+    from warpgrad.engine.sequential.probes import StreamProbe, summarize_probes
+
+    curves, train_final, probed = [], [], []
     for stream in streams:
         train_x = [e.train_x for e in stream]
         test_x = [e.test_x for e in stream]
         labels = [int(e.train_y[0]) for e in stream]
+        probe = StreamProbe(stream, probe_samples, probe_groups) if probe_samples > 0 else None
         if _fast_head(learner):
             features = _features(learner, stream, feature_cache)
             head = reset_head(learner.head, head_reset)
-            result = linear_head_meta_test(*features, head["weight"], head.get("bias"), lr, labels)
+            after = None if probe is None else lambda c, h: probe(c, learner.frozen_features, h)
+            result = linear_head_meta_test(*features, head["weight"], head.get("bias"), lr, labels, after)
             train_final.append(float(result["train_accuracy"]))
         else:
-            result = learner.meta_test(train_x, test_x, labels=labels, head_reset=head_reset, lr=lr)
+            hook = {} if probe is None else {"after_class": probe}
+            result = learner.meta_test(train_x, test_x, labels=labels, head_reset=head_reset, lr=lr, **hook)
             if train_accuracy:
                 again = learner.meta_test(train_x, None, labels=labels, head_reset=head_reset, lr=lr)
                 train_final.append(float(again["accuracy"][-1]))
         curves.append(result["accuracy"].double())
+        if probe is not None:
+            probed.append(probe.result())
     stacked = torch.stack(curves)
     out: dict[str, Any] = {"curves": stacked, "final": stacked[:, -1]}
     if train_accuracy:
         out["train_final"] = torch.tensor(train_final, dtype=torch.float64)
+    if probed:
+        out["probes"] = summarize_probes(probed, probe.ends)  # type: ignore[union-attr]
     return out
 
 
@@ -179,7 +197,9 @@ def evaluate(
 
     ``streams`` caches the streams by ``(split, seed)`` so that several methods share them.
     Returns ``lr``, ``tuning`` (lr → validation accuracy), ``n_val_classes`` and
-    :func:`meta_test_streams`'s result on the test streams (with train accuracy).
+    :func:`meta_test_streams`'s result on the test streams (with train accuracy; with the option
+    ``probe_samples`` > 0, linear probes after each of ``probe_groups`` groups of test classes:
+    never during tuning).
     """
     o = options
     cache = {} if streams is None else streams
@@ -197,5 +217,6 @@ def evaluate(
     val = get("val", n_val, [VAL_SEED_OFFSET + seed + r for r in range(o["tune_runs"])])
     lr, tuning = tune_lr(learner, val, parse_lr_grid(o["lr_grid"]), o["head_reset"])
     test = get("test", o["test_classes"], [TEST_SEED_OFFSET + seed + r for r in range(o["runs"])])
-    result = meta_test_streams(learner, test, lr, o["head_reset"], train_accuracy=True)
+    probes = {"probe_samples": o.get("probe_samples", 0), "probe_groups": o.get("probe_groups", 5)}
+    result = meta_test_streams(learner, test, lr, o["head_reset"], train_accuracy=True, **probes)
     return {"lr": lr, "tuning": tuning, "n_val_classes": n_val, **result}

@@ -26,6 +26,7 @@ from warpgrad.engine.results import (
     mean_ci95_entry,
 )
 from warpgrad.engine.sequential.meta_test import evaluate, parse_lr_grid
+from warpgrad.engine.sequential.probes import PROBE_PLOT_FILE, add_probes, plot_probes
 from warpgrad.engine.sequential.sampling import TrajectorySampler
 from warpgrad.engine.threads import torch_threads
 from warpgrad.errors import UsageError
@@ -89,6 +90,10 @@ def _check_options(o: dict[str, Any], dataset: Any) -> int:
     for key in ("remember", "meta_classes", "threads"):
         if not isinstance(o[key], int) or o[key] < 0:
             raise UsageError(f"setting {key} must be a non-negative integer, got {o[key]!r}")
+    for key, least in (("probe_samples", 0), ("probe_groups", 1)):
+        value = o.get(key, least if key == "probe_samples" else 5)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise UsageError(f"setting {key} must be an integer >= {least}, got {value!r}")
     if o["head_reset"] not in HEAD_RESETS:
         raise UsageError(f"setting head_reset={o['head_reset']!r}; allowed: {', '.join(HEAD_RESETS)}")
     parse_lr_grid(o["lr_grid"])
@@ -214,9 +219,13 @@ def _run(
                 },
             },
         }
+        if "probes" in result:
+            add_probes(entries[method], result["probes"], o["probe_samples"])
     out_dir.mkdir(parents=True, exist_ok=True)
     results = record.add(entries)
     plot(results, out_dir / PLOT_FILE)
+    if any("probes" in entry for entry in entries.values()):
+        plot_probes(results, out_dir)
     return results
 
 
@@ -233,7 +242,10 @@ def plot(results: dict[str, Any], path: str | Path) -> None:
 
 def outputs(out_dir: str | Path) -> str:
     """What a sequential run writes, for the CLI."""
-    return f"results: {Path(out_dir) / RESULTS_FILE}\naccuracy vs classes: {Path(out_dir) / PLOT_FILE}"
+    text = f"results: {Path(out_dir) / RESULTS_FILE}\naccuracy vs classes: {Path(out_dir) / PLOT_FILE}"
+    if (Path(out_dir) / PROBE_PLOT_FILE).exists():
+        text += f"\nprobes: {Path(out_dir) / PROBE_PLOT_FILE}, {Path(out_dir)}/probe_matrix_METHOD.png"
+    return text
 
 
 def _cell(stat: dict[str, Any] | None) -> str:
@@ -255,4 +267,8 @@ def table(results: dict[str, Any]) -> str:
         at = ", ".join(f"{k}: {curve[k - 1]:.3f}" for k in points)
         extra = entry.get("extra", {})
         lines.append(f"  {name:10s} lr {entry.get('lr')!s:7s} train {_cell(extra.get('train_accuracy')):15s} {at}")
+        probes = entry.get("probes")
+        if probes and curve:
+            pairs = ", ".join(f"{k}: {curve[k - 1]:.3f} / {p:.3f}" for k, p in zip(probes["points"], probes["curve"]))
+            lines.append(f"  {'':10s} output / linear probe ({probes['samples_per_class']} per class) after {pairs}")
     return "\n".join(lines)

@@ -101,6 +101,7 @@ def continual_meta_test(
     eval_x_per_class: Sequence[Tensor] | None = None,
     labels: Sequence[int] | None = None,
     loss_fn: Loss = F.cross_entropy,
+    after_class: Callable[[int, Params], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``head`` online (one SGD step per image, one pass, class after class) on frozen features.
 
@@ -112,6 +113,7 @@ def continual_meta_test(
         lr: the head's SGD learning rate.
         eval_x_per_class: images to evaluate on per class (default: the stream itself, i.e. the
             papers' "train accuracy"; pass held-out images for test accuracy).
+        after_class: called after class c with ``(c, head parameters)`` (e.g. to probe).
 
     Returns:
         ``accuracy``: tensor ``[n_classes]``, entry c = accuracy over all evaluation images of
@@ -136,6 +138,8 @@ def continual_meta_test(
         y = torch.tensor([labels[c]], device=feats.device)
         examples = ((feats[i : i + 1], y) for i in range(feats.shape[0]))
         params, _ = unroll(loss, params, sgd(lr), examples, differentiable=True)
+        if after_class is not None:
+            after_class(c, params)
         correct = [
             (functional_apply(head, params, f).argmax(-1) == labels[j]).to(f.dtype)
             for j, f in enumerate(eval_features[: c + 1])
@@ -206,11 +210,17 @@ class TrajectoryMetaLearner:
         labels: Sequence[int] | None = None,
         head_reset: str = "zeros",
         lr: float | None = None,
+        after_class: Callable[[int, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]], None] | None = None,
     ) -> dict[str, Any]:
         """Meta-test protocol: the representation (``frozen_features``: OML's RLN; ANML's NM network
         and body) frozen; head reset (``zeros`` default, or ``meta``: the learned initial head) and
         trained one SGD step (``lr``, default ``inner_lr``) per image in one pass over the classes in
-        order. See :func:`continual_meta_test` for the result."""
+        order. See :func:`continual_meta_test` for the result. ``after_class(c, represent, head)``,
+        when given, is called after class ``c`` with ``frozen_features`` and the current head
+        (features ↦ logits), as :mod:`warpgrad.engine.sequential.probes` expects."""
+        hook = None
+        if after_class is not None:
+            hook = lambda c, p: after_class(c, self.frozen_features, lambda f: functional_apply(self.head, p, f))  # noqa: E731
         return continual_meta_test(
             self.frozen_features,
             self.head,
@@ -220,6 +230,7 @@ class TrajectoryMetaLearner:
             eval_x_per_class,
             labels,
             self.loss_fn,
+            hook,
         )
 
     def frozen_features(self, x: Tensor) -> Tensor:
