@@ -1,4 +1,4 @@
-"""Tables in the docs, generated from committed results.
+"""Tables in the docs, generated from committed results and from the code.
 
 A Markdown file holds blocks such as::
 
@@ -8,8 +8,16 @@ A Markdown file holds blocks such as::
 
 The opening marker holds the arguments of ``warpgrad report`` (``--format``, ``--method M1,M2``,
 ``--against M`` and paths relative to the repository root); the block's content is the report, as
-the command line prints it (formats other than ``md`` inside a fenced code block). Regenerate or
-check the blocks with::
+the command line prints it (formats other than ``md`` inside a fenced code block).
+
+A ``paper-profile`` block holds the table of an experiment's ``paper`` profile next to the
+paper's settings, from the experiment's record (:mod:`warpgrad.experiments.papers`)::
+
+    <!-- warpgrad paper-profile omniglot-multishot -->
+    ...generated table...
+    <!-- end paper-profile -->
+
+Regenerate or check the blocks with::
 
     python -m warpgrad.engine.docs_tables [--check] [--root DIR] FILE.md ...
 """
@@ -28,33 +36,38 @@ from warpgrad.engine.checkpoint import atomic_write_text
 from warpgrad.engine.report import report_text
 from warpgrad.errors import UsageError
 
-_START = re.compile(r"^<!-- warpgrad report(?P<args>(?:[ \t][^\n]*?)?) -->[ \t]*\r?\n", re.MULTILINE)
-_END = re.compile(r"^<!-- end report -->[ \t]*\r?$", re.MULTILINE)
+KINDS = ("report", "paper-profile")
+_START = re.compile(
+    r"^<!-- warpgrad (?P<kind>report|paper-profile)(?P<args>(?:[ \t][^\n]*?)?) -->[ \t]*\r?\n", re.MULTILINE
+)
+_END = {kind: re.compile(rf"^<!-- end {kind} -->[ \t]*\r?$", re.MULTILINE) for kind in KINDS}
 
 
 @dataclass(frozen=True)
 class Block:
-    """A report block: its marker's arguments and where its content lies in the text."""
+    """A generated block: its marker's arguments and where its content lies in the text."""
 
     args: str
     start: int  # of the content, just after the opening marker's line
     end: int  # of the content, at the closing marker
+    kind: str = "report"  # or "paper-profile"
 
 
 def find_blocks(text: str) -> list[Block]:
-    """The report blocks of ``text``, in order.
+    """The generated blocks of ``text`` (report and paper-profile), in order.
 
     Raises:
-        UsageError: for an opening marker without a closing one (or one before the next block).
+        UsageError: for an opening marker without its closing one (or one before the next block).
     """
     blocks = []
     for match in _START.finditer(text):
-        end = _END.search(text, match.end())
+        kind = match["kind"]
+        end = _END[kind].search(text, match.end())
         following = _START.search(text, match.end())
         if end is None or (following is not None and following.start() < end.start()):
             line = text.count("\n", 0, match.start()) + 1
-            raise UsageError(f"line {line}: '<!-- warpgrad report{match['args']} -->' has no '<!-- end report -->'")
-        blocks.append(Block(match["args"].strip(), match.end(), end.start()))
+            raise UsageError(f"line {line}: '<!-- warpgrad {kind}{match['args']} -->' has no '<!-- end {kind} -->'")
+        blocks.append(Block(match["args"].strip(), match.end(), end.start(), kind))
     return blocks
 
 
@@ -86,8 +99,25 @@ def _parse(args: str, root: Path) -> dict:
     return options
 
 
-def block_content(args: str, root: Path, newline: str = "\n") -> str:
-    """The content of a block with marker arguments ``args``: the report, ending in a newline."""
+def paper_profile_content(args: str) -> str:
+    """The table of a ``paper-profile`` block: its one argument is a registered experiment."""
+    from warpgrad.experiments import EXPERIMENTS
+    from warpgrad.experiments.papers import paper_record, table
+
+    words = args.split()
+    if len(words) != 1:
+        raise UsageError(f"'warpgrad paper-profile {args}': expected one experiment name")
+    if words[0] not in EXPERIMENTS:
+        raise UsageError(f"'warpgrad paper-profile {args}': unknown experiment; allowed: {', '.join(EXPERIMENTS)}")
+    return table(paper_record(words[0]), EXPERIMENTS[words[0]].profile("paper"))
+
+
+def block_content(args: str, root: Path, newline: str = "\n", kind: str = "report") -> str:
+    """The content of a block of ``kind`` with marker arguments ``args``: the report (or the
+    paper-profile table), ending in a newline."""
+    if kind == "paper-profile":
+        text = paper_profile_content(args)
+        return newline.join(text.split("\n")) + newline
     options = _parse(args, root)
     text = report_text(**options)
     if options["fmt"] != "md":
@@ -103,20 +133,20 @@ def render(text: str, root: Path) -> str:
     """``text`` with every report block's content regenerated; everything outside the blocks is kept."""
     pieces, position = [], 0
     for block in find_blocks(text):
-        pieces += [text[position : block.start], block_content(block.args, Path(root), _newline(text))]
+        pieces += [text[position : block.start], block_content(block.args, Path(root), _newline(text), block.kind)]
         position = block.end
     return "".join(pieces) + text[position:]
 
 
 def check(paths: Sequence[str | Path], root: Path) -> list[str]:
     """The blocks of the Markdown files ``paths`` whose content is not what :func:`render` makes, as
-    ``"FILE: block N (warpgrad report ARGS)"``; empty if all are up to date."""
+    ``"FILE: block N (warpgrad KIND ARGS)"``; empty if all are up to date."""
     stale = []
     for path in paths:
         text = _read(Path(path))
         for number, block in enumerate(find_blocks(text), 1):
-            if text[block.start : block.end] != block_content(block.args, Path(root), _newline(text)):
-                stale.append(f"{path}: block {number} (warpgrad report {block.args})")
+            if text[block.start : block.end] != block_content(block.args, Path(root), _newline(text), block.kind):
+                stale.append(f"{path}: block {number} (warpgrad {block.kind} {block.args})")
     return stale
 
 
@@ -128,14 +158,15 @@ def _read(path: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Rewrite (or with ``--check``, check) the report blocks of Markdown files; the exit status.
+    """Rewrite (or with ``--check``, check) the generated blocks of Markdown files; the exit status.
 
     0: done, or all blocks up to date; 1: ``--check`` found stale blocks; 2: a usage or file error.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m warpgrad.engine.docs_tables", description="Regenerate the report tables in Markdown files."
+        prog="python -m warpgrad.engine.docs_tables",
+        description="Regenerate the report and paper-profile tables in Markdown files.",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE.md", help="Markdown files with report blocks")
+    parser.add_argument("files", nargs="+", metavar="FILE.md", help="Markdown files with generated blocks")
     parser.add_argument("--check", action="store_true", help="only check that the blocks are up to date")
     parser.add_argument("--root", default=".", help="the directory the blocks' paths are relative to (default: .)")
     options = parser.parse_args(argv)
