@@ -20,13 +20,28 @@ run() {  # NAME ARGS...: one table's run, from scratch into results/NAME
     "$W" run "$@" --out "results/$name" --no-progress
 }
 
+add() {  # NAME ARGS...: more methods into results/NAME (after its run line)
+    local name=$1
+    shift
+    if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then return; fi
+    echo "== $name (added): warpgrad run $*" >&2
+    "$W" run "$@" --out "results/$name" --no-progress
+}
+
 ONLY="$*"
 run kanji-multishot-quick kanji-multishot --method warpgrad,leap,baseline --profile quick
 run kanji-fewshot-quick kanji-fewshot --method maml,warpgrad,baseline --profile quick
+add kanji-fewshot-quick kanji-fewshot --method tnets,metasgd,anil,fomaml --profile quick  # run with OMP_NUM_THREADS=1
 run sine-quick sine --method maml,fomaml,metasgd,reptile,leap,tnets,finetune,warpgrad,baseline,metafop --profile quick
 # WarpGrad diverges on seed 4 (exit 1 naming the meta-step): its table counts the 4 seeds it finished
 run sine-quick-seeds sine --method maml,tnets,warpgrad --profile quick --seeds 0-4 || echo "(warpgrad diverged, as expected)"
 run sine-continual-quick sine-continual --method baseline,warpgrad --profile quick
+# the runs of docs/results.md with settings chosen on validation tasks (--tune; OMP_NUM_THREADS=1)
+run sine-quick-tuned sine --method maml,fomaml,metasgd,tnets,reptile,leap,finetune,warpgrad,baseline --profile quick \
+    --tune meta_lr=3e-4,1e-3,3e-3,1e-2,3e-2
+run sine-continual-quick-compared sine-continual --method baseline,ewc --profile quick --tune ewc.lam=0.01,0.1,1,10
+add sine-continual-quick-compared sine-continual --method warpgrad --profile quick \
+    --tune warpgrad.warp_lr=3e-4,1e-3,3e-3
 run kanji-sequential-quick kanji-sequential --method oml,anml,sgd,pretrain --profile quick
 # linear probes of the representation after each fifth of the test classes, on the 15 stream images per class
 run kanji-sequential-probes-quick kanji-sequential --method oml,anml,sgd,pretrain --profile quick --set probe_samples=15

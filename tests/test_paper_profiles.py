@@ -73,6 +73,12 @@ SLOW: dict[str, dict[str, str]] = {
 REPRESENTATIVE: dict[str, tuple[str, tuple[str, ...]]] = {
     "tieredimagenet": ("miniimagenet", ("warpgrad", "maml")),
 }
+#: experiments whose methods share one learner: the variants that take different code paths
+#: (no warps, depthwise warps, two residual warp layers, the online algorithm; the rest differ from
+#: kanji-multishot's WarpGrad only in an option tests/test_ablations.py checks)
+SUBSETS: dict[str, tuple[str, ...]] = {
+    "kanji-multishot-ablation": ("warp-none", "warp-scale", "warp-2x3x3-bn-relu-res", "algorithm-online"),
+}
 #: (experiment, method) whose paper profile fails today, with what to do about it
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
     ("learned-rules", "local-rules"): "meta-loss NaN at meta-step 0 on the paper's 500-step episodes "
@@ -280,6 +286,8 @@ def _methods(exp) -> list[str]:
         twin, chosen = REPRESENTATIVE[exp.name]
         assert exp.profile("paper") == get_experiment(twin).profile("paper"), twin  # the twin covers the rest
         return list(chosen)
+    if exp.name in SUBSETS:
+        return list(SUBSETS[exp.name])
     return [m for m in exp.methods if (exp.name, m) not in KNOWN_FAILURES]
 
 

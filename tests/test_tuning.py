@@ -114,3 +114,14 @@ def test_a_stopped_tuning_run_resumes_to_the_same_choice(tmp_path, capsys):
     assert parts["maml"]["tuning"] == whole["maml"]["tuning"]
     assert parts["maml"]["per_task"] == whole["maml"]["per_task"]
     assert parts["baseline"]["per_task"] == whole["baseline"]["per_task"]
+
+
+def test_a_table_of_differently_tuned_methods_names_each_setting():
+    from warpgrad.engine.tuning import add_tuned_column
+
+    header, rows = ["method", "mse", "tasks", "seeds", "time"], [["a", "1", "8", "1", "1s"], ["b", "2", "8", "1", "1s"]]
+    add_tuned_column(header, rows, [("ewc.lam", "10"), ("warpgrad.warp_lr", "0.001")])
+    assert header[2] == "tuned" and [r[2] for r in rows] == ["ewc.lam=10", "warpgrad.warp_lr=0.001"]
+    header, rows = ["method", "mse", "tasks", "seeds", "time"], [["a", "1", "8", "1", "1s"], ["b", "2", "8", "1", "1s"]]
+    add_tuned_column(header, rows, [("meta_lr", "0.01"), ("", "")])
+    assert header[2] == "meta_lr (tuned)" and [r[2] for r in rows] == ["0.01", "-"]

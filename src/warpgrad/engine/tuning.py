@@ -219,9 +219,12 @@ def chosen_values(entries: Iterable[dict[str, Any]]) -> tuple[str, str]:
 
 
 def add_tuned_column(header: list[str], rows: list[list[str]], tuned: list[tuple[str, str]]) -> None:
-    """A report's column of chosen values, before its last three (tasks, seeds, time), if any row has one."""
-    setting = next((name for name, _ in tuned if name), None)
-    if setting is not None:
-        header.insert(-3, f"{setting} (tuned)")
-        for cells, (_, value) in zip(rows, tuned):
-            cells.insert(-3, value or "-")
+    """A report's column of chosen values, before its last three (tasks, seeds, time), if any row
+    has one: ``SETTING (tuned)`` when every tuned row tuned the same setting, else ``tuned`` with
+    ``setting=value`` cells."""
+    settings = list(dict.fromkeys(name for name, _ in tuned if name))
+    if not settings:
+        return
+    header.insert(-3, f"{settings[0]} (tuned)" if len(settings) == 1 else "tuned")
+    for cells, (name, value) in zip(rows, tuned):
+        cells.insert(-3, "-" if not name else value if len(settings) == 1 else f"{name}={value}")

@@ -334,6 +334,7 @@ _IMAGENET = (
 RECORDS = (
     _multishot("omniglot-multishot", "Omniglot", _OMNIGLOT_GROUPS),
     _multishot("kanji-multishot", "KanjiVG", _KANJI_GROUPS),
+    _multishot("kanji-multishot-ablation", "KanjiVG", _KANJI_GROUPS),  # kanji-multishot's profiles, variants added
     _fewshot(
         "omniglot-fewshot",
         "MAML's Omniglot protocol (Finn et al. 2017) and cbfinn/maml",
