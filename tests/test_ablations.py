@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -74,3 +75,18 @@ def test_the_default_variant_is_kanji_multishot_warpgrad():
     for name, (_, optimizer) in theirs.shell.groups.items():
         mine = ours.shell.optimizer(name)
         assert type(mine) is type(optimizer) and mine.defaults["lr"] == optimizer.defaults["lr"], name
+
+
+def test_the_ablation_plot_draws_the_variants_of_a_run(tmp_path):
+    from warpgrad.errors import UsageError
+    from warpgrad.experiments.ablation_plot import main
+    from warpgrad.experiments.ablations import plot_ablations
+
+    entry = {"per_task": [0.5, 0.7, 0.6]}
+    plot_ablations({"methods": {"warp-none": entry, "warp-3x3": entry}}, str(tmp_path / "a.png"))
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(UsageError, match="no ablation variant"):
+        plot_ablations({"methods": {"maml": entry}}, str(tmp_path / "b.png"))
+    assert not (tmp_path / "b.png").exists()
+    with pytest.raises(SystemExit):
+        main([])
