@@ -109,6 +109,22 @@ def test_channel_scale_warp_scales_and_shifts_each_channel_on_its_own():
     torch.testing.assert_close(warp(x), expected)
 
 
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_residual_warp_ending_in_bn_and_relu_starts_as_the_identity_and_can_learn(depth):
+    warp = conv_warp(4, depth=depth, batchnorm=True, activation="relu", residual=True)
+    x = torch.randn(3, 4, 5, 5)
+    torch.testing.assert_close(warp(x), x)
+    warp(x).pow(2).sum().backward()
+    gate = warp.module.gate
+    assert gate is not None and gate.grad.abs() > 0  # a zero-initialised conv here would get no gradient ever
+    with torch.no_grad():
+        gate -= 0.1 * gate.grad
+    warp.zero_grad()
+    warp(x).pow(2).sum().backward()
+    convs = [m for m in warp.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.grad.abs().sum() > 0 for c in convs)
+
+
 def test_warp_builders_reject_bad_options():
     with pytest.raises(ValueError, match="activation"):
         linear_warp(3, activation="softsign")

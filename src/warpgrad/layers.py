@@ -84,14 +84,15 @@ class Warp(nn.Module):
 
 
 class Residual(nn.Module):
-    """``x + f(x)``."""
+    """``x + f(x)``, or ``x + g·f(x)`` with a learned scalar gate ``g`` (``gated``, starting at 0)."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, gated: bool = False):
         super().__init__()
         self.module = module
+        self.gate = nn.Parameter(torch.zeros(())) if gated else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.module(x)
+        return x + (self.module(x) if self.gate is None else self.gate * self.module(x))
 
 
 def _check_warp_options(depth: int, activation: str | None, init: str) -> None:
@@ -124,13 +125,19 @@ def _build_warp(
             parts.append(make_norm())
         if activation is not None:
             parts.append(WARP_ACTIVATIONS[activation]())
+    # The residual branch starts at zero, so the whole warp starts as the identity. Where the branch
+    # ends in its last linear map, that map starts at zero; where BN or an activation follows it,
+    # a zero map would give the branch a constant input and (through ReLU'(0) = 0 or BN of a
+    # constant) no gradient ever, so the branch keeps identity maps and a scalar gate starts at 0.
+    ends_linear = not batchnorm and activation is None
+    gated = residual and init == "identity" and not ends_linear
     if init == "identity":
         for layer in linears:
             set_identity(layer)
-        if residual:  # the residual branch starts at zero so the whole warp starts as the identity
+        if residual and ends_linear:
             nn.init.zeros_(linears[-1].weight)
     body: nn.Module = parts[0] if len(parts) == 1 else nn.Sequential(*parts)
-    return Warp(Residual(body) if residual else body)
+    return Warp(Residual(body, gated) if residual else body)
 
 
 def linear_warp(
