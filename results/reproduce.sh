@@ -42,6 +42,7 @@ run sine-quick-tuned sine --method maml,fomaml,metasgd,tnets,reptile,leap,finetu
 run sine-continual-quick-compared sine-continual --method baseline,ewc --profile quick --tune ewc.lam=0.01,0.1,1,10
 add sine-continual-quick-compared sine-continual --method warpgrad --profile quick \
     --tune warpgrad.warp_lr=3e-4,1e-3,3e-3
+run kanji-multishot-ablation-quick kanji-multishot-ablation --method all --profile quick  # OMP_NUM_THREADS=1
 run kanji-sequential-quick kanji-sequential --method oml,anml,sgd,pretrain --profile quick
 # linear probes of the representation after each fifth of the test classes, on the 15 stream images per class
 run kanji-sequential-probes-quick kanji-sequential --method oml,anml,sgd,pretrain --profile quick --set probe_samples=15
