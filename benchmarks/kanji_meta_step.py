@@ -99,14 +99,13 @@ def main() -> None:
     from _bound import conv_rate
 
     rate = conv_rate()
-    variants = {"lockstep": (SRC, True), "compiled": (SRC, "compiled"), "task by task": (SRC, False)}
+    variants = {"lockstep": (SRC, True, False), "compiled": (SRC, True, True), "task by task": (SRC, False, False)}
     if args.before is not None:
-        variants["before"] = (args.before.resolve(), True)
+        variants["before"] = (args.before.resolve(), True, False)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
-        for name, (src, batched) in variants.items():
-            config = {"batched": bool(batched), "repeats": args.repeats, "threads": args.threads}
-            config["compile"] = batched == "compiled"
+        for name, (src, batched, compiled) in variants.items():
+            config = {"batched": batched, "compile": compiled, "repeats": args.repeats, "threads": args.threads}
             seconds[name].append(measure(config, src)["seconds"])
     flops = measure({"batched": True, "repeats": 1, "threads": args.threads, "flops": True}, SRC)["flops"]
     bound = flops / rate

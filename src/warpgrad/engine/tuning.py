@@ -136,8 +136,7 @@ def tuned_run(
     results = None
     for method in names:  # in the order given; a long run's table fills method by method
         if method in fixed:
-            resume = run_options.get("resume", False) and checkpoint_path(out_dir, method).exists()
-            results = run(exp, [method], profile, seed, out_dir, settings=settings, **{**run_options, "resume": resume})
+            results = _run_one(run, exp, method, profile, seed, out_dir, settings, run_options)
             if results is None:
                 return None
             continue
@@ -174,13 +173,28 @@ def _grid_run(
     done = load_results(directory / RESULTS_FILE)
     if resume and done is not None and method in done["methods"]:
         return True
-    options = {**run_options, "resume": resume and checkpoint_path(directory, method).exists()}
     overrides = {**settings, **grid.settings(method, value)}
     try:
-        return run(exp, [method], profile, seed, directory, settings=overrides, **options) is not None
+        return _run_one(run, exp, method, profile, seed, directory, overrides, run_options) is not None
     except TrainingDiverged as error:
         print(f"warpgrad: --tune: {method} at {grid.setting}={value:g} diverged ({error}); not a candidate")
         return True
+
+
+def _run_one(
+    run: Any,
+    exp: Any,
+    method: str,
+    profile: str,
+    seed: int,
+    out_dir: Path,
+    settings: dict[str, str],
+    run_options: dict[str, Any],
+) -> dict[str, Any] | None:
+    """One method's run into ``out_dir``; on ``resume``, continued where it has a checkpoint and
+    started afresh where an earlier invocation stopped before reaching it."""
+    resume = run_options.get("resume", False) and checkpoint_path(out_dir, method).exists()
+    return run(exp, [method], profile, seed, out_dir, settings=settings, **{**run_options, "resume": resume})
 
 
 def choose(method: str, grid_results: list[dict[str, Any] | None], grid: Grid) -> dict[str, Any]:

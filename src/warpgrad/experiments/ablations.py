@@ -20,7 +20,7 @@ KanjiVG stand-in, so compare orderings, not values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from warpgrad.errors import UsageError
@@ -84,24 +84,10 @@ def _spec(name: str) -> MethodSpec:
     return MethodSpec(f"WarpGrad ablation ({ablation.group}): {ablation.description}", build)
 
 
-def _profile(profile: Profile) -> Profile:
-    return Profile(
-        profile.name,
-        profile.description,
-        profile.meta_steps,
-        profile.meta_batch,
-        profile.eval_every,
-        profile.val_tasks,
-        profile.test_tasks,
-        profile.checkpoint_every,
-        _options(profile.options),
-    )
-
-
 KANJI_MULTISHOT_ABLATION = Experiment(
     "kanji-multishot-ablation",
     "WarpGrad's ablations (warp-layer type, objective, algorithm, initialisation) on kanji-multishot.",
-    {name: _profile(p) for name, p in KANJI_MULTISHOT.profiles.items()},
+    {name: replace(p, options=_options(p.options)) for name, p in KANJI_MULTISHOT.profiles.items()},
     KANJI_MULTISHOT.make_family,
     {name: _spec(name) for name in ABLATIONS},
     KANJI_MULTISHOT.dataset,

@@ -9,28 +9,18 @@ from warpgrad.methods.base import MetaLearner
 from warpgrad.tasks.base import TaskFamily
 
 
-def _continual_sine_method(cls_name: str) -> MethodSpec:
-    from warpgrad.methods.continual import warpgrad as continual
+def _continual_sine_method(cls_name: str, options: str = "warpgrad") -> MethodSpec:
+    """``warpgrad.methods.continual.CLS_NAME`` on the experiment's MLP, with ``options[options]``."""
+    from warpgrad.methods import continual
 
     cls = getattr(continual, cls_name)
 
     def build(p: Profile) -> MetaLearner:
         o = p.options
         model = MLP(1, o["hidden"], 1, warp=o["warp"])
-        return cls(model, _inner(o), o["steps_per_interval"], **o["warpgrad"])  # type: ignore[return-value]
+        return cls(model, _inner(o), o["steps_per_interval"], **o[options])  # type: ignore[return-value]
 
     return MethodSpec(cls.__doc__.strip().splitlines()[0], build)
-
-
-def _sequence_ewc() -> MethodSpec:
-    from warpgrad.methods.continual.sequence_ewc import SequenceEWC
-
-    def build(p: Profile) -> MetaLearner:
-        o = p.options
-        model = MLP(1, o["hidden"], 1, warp=o["warp"])
-        return SequenceEWC(model, _inner(o), o["steps_per_interval"], lam=o["ewc"]["lam"])  # type: ignore[return-value]
-
-    return MethodSpec(SequenceEWC.__doc__.strip().splitlines()[0], build)
 
 
 def _continual_sine_family(p: Profile) -> TaskFamily:
@@ -79,7 +69,7 @@ SINE_CONTINUAL = Experiment(
     make_family=_continual_sine_family,
     methods={
         "baseline": _continual_sine_method("SequentialBaseline"),
-        "ewc": _sequence_ewc(),
+        "ewc": _continual_sine_method("SequenceEWC", "ewc"),
         "warpgrad": _continual_sine_method("ContinualWarpGrad"),
     },
 )

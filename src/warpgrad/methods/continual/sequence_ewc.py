@@ -25,18 +25,18 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from warpgrad.core.params import scored_loss
 from warpgrad.core.tree import tree_stack
+from warpgrad.core.unroll import _loss_and_grad
 from warpgrad.errors import UsageError
-from warpgrad.functional import Params, combine, detach, functional_apply, partition
-from warpgrad.methods.continual.warpgrad import Experience, SequentialBaseline, _take
+from warpgrad.functional import Params, detach, partition
+from warpgrad.methods.continual.warpgrad import Experience, SequentialBaseline, _take, equal_length
 
 
 def gaussian_fisher_diagonal(model: nn.Module, theta: Params, frozen: Params, x: Tensor) -> Params:
     """mean_n (∂f(x_n)/∂θ)² for a network ``f = model(θ ∪ frozen)`` with one output per example."""
 
-    def output(params: Params, xi: Tensor) -> Tensor:
-        return functional_apply(model, combine(params, frozen), xi.unsqueeze(0)).sum()
-
+    output = scored_loss(model, lambda forward, xi: forward(xi.unsqueeze(0)).sum(), frozen)
     per_example = torch.func.vmap(torch.func.grad(output), in_dims=(None, 0))(detach(theta), x)
     return {name: (g**2).mean(0) for name, g in per_example.items()}
 
@@ -68,9 +68,7 @@ class SequenceEWC(SequentialBaseline):
         baseline draws them); ``on_experience(t, θ stacked over sequences)`` after each experience."""
         if meta_gradient is not None:
             raise UsageError("EWC meta-learns nothing: it has no meta-gradient")
-        sequences = [list(s) for s in sequences]
-        if len({len(s) for s in sequences}) != 1:
-            raise UsageError(f"sequences trained together need equal lengths, got {[len(s) for s in sequences]}")
+        sequences = equal_length(sequences)
         plans = [self._plan(s, generator, False) for s in sequences]
         theta0, phi = partition(self.model)
         phi = detach(phi)
@@ -85,6 +83,7 @@ class SequenceEWC(SequentialBaseline):
         self, sequence: list[Experience], plan: list[list[Any]], theta0: Params, phi: Params
     ) -> list[Params]:
         """θ after each experience of one sequence."""
+        loss = scored_loss(self.model, lambda forward, batch: self.loss_fn(forward(batch[0]), batch[1]), phi)
         theta = detach(theta0)
         state = self.inner_optimizer.init(theta)
         fisher_sum = {k: torch.zeros_like(v) for k, v in theta.items()}  # Σ_s F_s
@@ -92,11 +91,7 @@ class SequenceEWC(SequentialBaseline):
         points = []
         for t, experience in enumerate(sequence):
             for rows, _ in plan[t]:
-                x, y = _take(experience.train_x, experience.train_y, rows)
-                leaves = detach(theta, requires_grad=True)
-                with torch.enable_grad():
-                    loss = self.loss_fn(functional_apply(self.model, combine(leaves, phi), x), y)
-                    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+                _, grads = _loss_and_grad(loss, theta, _take(experience.train_x, experience.train_y, rows))
                 grads = {k: g + self.lam * (fisher_sum[k] * theta[k] - weighted_anchor[k]) for k, g in grads.items()}
                 with torch.no_grad():
                     theta, state = self.inner_optimizer.update(grads, state, theta)

@@ -49,6 +49,14 @@ def _index(n: int, size: int | None, generator: torch.Generator) -> Tensor | Non
     return None if size is None or size >= n else torch.randperm(n, generator=generator)[:size]
 
 
+def equal_length(sequences: Sequence[Sequence[Experience]]) -> list[list[Experience]]:
+    """``sequences`` as lists, or UsageError if they differ in length (they train together)."""
+    sequences = [list(s) for s in sequences]
+    if len({len(s) for s in sequences}) != 1:
+        raise UsageError(f"sequences trained together need equal lengths, got {[len(s) for s in sequences]}")
+    return sequences
+
+
 def _take(x: Tensor, y: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor]:
     return (x, y) if index is None else (x[index], y[index])
 
@@ -138,9 +146,7 @@ class ContinualWarpGrad:
         ``meta_gradient`` (one tensor per warp parameter) is given, ∇φ of the meta-loss at every
         point is added to it.
         """
-        sequences = [list(s) for s in sequences]
-        if len({len(s) for s in sequences}) != 1:
-            raise UsageError(f"sequences trained together need equal lengths, got {[len(s) for s in sequences]}")
+        sequences = equal_length(sequences)
         plans = [self._plan(s, generator, meta_gradient is not None) for s in sequences]
         theta0, phi = partition(self.model)
         totals = {"loss": 0.0, "points": 0}
