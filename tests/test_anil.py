@@ -58,5 +58,5 @@ def test_anil_is_registered_with_a_typed_config():
     info = method_info("anil")
     assert info.cls is ANIL and not info.uses_warps
     assert make_config("anil", {"head": "layers.3"}).head == "layers.3"
-    with pytest.raises(ValueError, match="anil has: first_order, meta_optimizer, meta_lr, batched, head"):
+    with pytest.raises(ValueError, match="anil has: first_order, meta_optimizer, meta_lr, batched, horizon, head"):
         make_config("anil", {"heads": "x"})

@@ -6,6 +6,7 @@ from reference import FixedTask, finite_difference, reference_grad, reference_lo
 from torch import nn
 
 from warpgrad import MAML, FineTune, Leap, MetaSGD, Reptile, TNets, partition, sgd
+from warpgrad.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -44,6 +45,36 @@ def test_maml_meta_gradient_equals_finite_differences(batched):
     got = dict(zip(theta0, meta_gradient(learner, tasks)))
     for k in theta0:
         torch.testing.assert_close(got[k], expected[k], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_a_shorter_meta_training_horizon_differentiates_horizon_steps_and_adapts_with_all(first_order):
+    tasks = [FixedTask(0), FixedTask(1)]
+    learner = MAML(tiny_model(), sgd(LR), STEPS + 4, horizon=STEPS, first_order=first_order)
+    reference = MAML(tiny_model(), sgd(LR), STEPS, first_order=first_order)
+    reference.model.load_state_dict(learner.model.state_dict())
+    theta0, phi = partition(learner.model)
+    phi = detached(phi)
+    got = dict(zip(theta0, meta_gradient(learner, tasks)))
+    if first_order:  # the test gradient after STEPS steps, as the STEPS-step learner has it
+        expected = dict(zip(theta0, meta_gradient(reference, tasks)))
+    else:
+        expected = finite_difference(lambda th: maml_reference_loss(th, phi, tasks), detached(theta0), eps=1e-6)
+    for k in theta0:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-6, atol=1e-8)
+    adapted = learner.adapt(tasks[0], torch.Generator().manual_seed(0))
+    theta = detached(theta0)
+    for _ in range(STEPS + 4):
+        g = reference_grad(theta, phi, tasks[0].train)
+        theta = {k: theta[k] - LR * g[k] for k in theta}
+    for k in theta:
+        torch.testing.assert_close(adapted[k], theta[k], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("horizon", [0, -1, 2.5, True])
+def test_a_bad_horizon_is_refused_with_its_value(horizon):
+    with pytest.raises(UsageError, match=f"horizon must be an integer >= 1 or None, got {horizon!r}"):
+        MAML(tiny_model(), sgd(LR), STEPS, horizon=horizon)
 
 
 def test_maml_meta_gradient_equals_a_per_task_create_graph_loop_and_vmap_equals_loop():

@@ -43,6 +43,7 @@ from warpgrad.core.params import Filter, not_warp, partition
 from warpgrad.core.shell import LOCAL, MetaGradients, Reduction
 from warpgrad.core.tree import Params, same_shapes, tree_map, tree_stack
 from warpgrad.core.unroll import unroll
+from warpgrad.errors import UsageError
 from warpgrad.methods.base import MetaLearner, task_loss
 from warpgrad.methods.registry import register
 from warpgrad.tasks.base import Task, loss_function
@@ -155,12 +156,16 @@ class MAMLConfig:
         meta_lr: the meta learning rate.
         batched: vmap over the tasks of a meta-batch when their batches have equal shapes and the
             model allows it (else a per-task loop with the same result).
+        horizon: inner steps in the meta-objective (``None``: the experiment's ``inner_steps``);
+            adaptation to a task still takes ``inner_steps``. A shorter horizon is how the WarpGrad
+            and Leap papers run MAML on 100-step multi-shot tasks (5 steps).
     """
 
     first_order: bool = False
     meta_optimizer: str = "adam"
     meta_lr: float = 1e-3
     batched: bool = True
+    horizon: int | None = None
 
 
 @dataclass
@@ -176,10 +181,11 @@ class MAML(MetaLearner):
     Args:
         model: the task learner.
         inner_optimizer: differentiable inner optimiser (SGD, momentum or Adam).
-        inner_steps: K, the inner steps both in meta-training and in adaptation.
+        inner_steps: K, the inner steps of adaptation, and of meta-training unless ``horizon``.
         first_order: drop second-order terms (FOMAML).
         meta_optimizer: ``adam`` or ``sgd``, with learning rate ``meta_lr``.
         batched: vmap over the tasks of a meta-batch when their batches have equal shapes.
+        horizon: inner steps in the meta-objective (``None``: ``inner_steps``).
         adapt: which parameters the inner loop adapts (default: all but warp layers).
         meta_filter: which parameters are meta-learned (default: all but warp layers).
 
@@ -201,10 +207,14 @@ class MAML(MetaLearner):
         meta_optimizer: str = "adam",
         meta_lr: float = 1e-3,
         batched: bool = True,
+        horizon: int | None = None,
         adapt: Filter = not_warp,
         meta_filter: Filter = not_warp,
     ):
         super().__init__(model, inner_optimizer, inner_steps, adapt=adapt)
+        if horizon is not None and (not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1):
+            raise UsageError(f"horizon must be an integer >= 1 or None, got {horizon!r}")
+        self.horizon = inner_steps if horizon is None else horizon
         self.first_order = first_order
         self.meta_filter = meta_filter
         self.batched = batching_allowed(model, batched)
@@ -231,7 +241,7 @@ class MAML(MetaLearner):
             theta0,
             rest,
             tasks,
-            self.inner_steps,
+            self.horizon,
             generator,
             self.first_order,
             self.batched,
