@@ -78,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warpgrad-ks", default="100,1000,10000")
     parser.add_argument("--maml-ks", default="1,5,10,20")
+    parser.add_argument("--buffer-dtypes", default="same,bfloat16", help="WarpGrad's replay-buffer storage")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -85,7 +86,7 @@ def main() -> None:
         return
     print(f"{'method':<22} {'K':>6} {'peak MB':>9} {'vs first K':>10} {'s/meta-step':>12}")
     configs = [("maml", "same", k) for k in args.maml_ks.split(",")]
-    configs += [("warpgrad", dtype, k) for dtype in ("same", "bfloat16") for k in args.warpgrad_ks.split(",")]
+    configs += [("warpgrad", dtype, k) for dtype in args.buffer_dtypes.split(",") for k in args.warpgrad_ks.split(",")]
     first: dict[tuple[str, str], float] = {}
     for method, dtype, k in configs:
         r = measure({"method": method, "buffer_dtype": dtype, "k": int(k)})

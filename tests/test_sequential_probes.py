@@ -102,6 +102,19 @@ def test_a_representation_replaced_by_noise_loses_the_probe_accuracy():
     assert out["accuracy_matrix"].tolist() == [[0.25, 0.0], [0.25, 0.0]]
 
 
+class NoHook:
+    """A sequential learner whose meta_test has no ``after_class`` hook."""
+
+    def meta_test(self, stream_x, eval_x=None, *, labels=None, head_reset="zeros", lr=None):
+        return {"accuracy": torch.zeros(len(stream_x))}
+
+
+def test_a_learner_without_the_probe_hook_is_refused_by_name_and_runs_without_probes():
+    with pytest.raises(UsageError, match="NoHook.meta_test takes no after_class hook.*probe_samples=0"):
+        meta_test_streams(NoHook(), streams(), lr=0.1, probe_samples=5)
+    assert meta_test_streams(NoHook(), streams(), lr=0.1)["final"].tolist() == [0.0] * len(streams())
+
+
 def test_probes_leave_the_output_accuracy_unchanged_and_read_it_at_the_group_ends():
     torch.manual_seed(0)
     body, width = conv_representation(1, (4,), 8)

@@ -8,6 +8,7 @@ and :func:`evaluate` tunes on ``val`` then meta-tests on ``test``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Sequence
 
@@ -130,6 +131,8 @@ def meta_test_streams(
             result = linear_head_meta_test(*features, head["weight"], head.get("bias"), lr, labels, after)
             train_final.append(float(result["train_accuracy"]))
         else:
+            if probe is not None:
+                _check_probe_hook(learner)
             hook = {} if probe is None else {"after_class": probe}
             result = learner.meta_test(train_x, test_x, labels=labels, head_reset=head_reset, lr=lr, **hook)
             if train_accuracy:
@@ -145,6 +148,17 @@ def meta_test_streams(
     if probed:
         out["probes"] = summarize_probes(probed, probe.ends)  # type: ignore[union-attr]
     return out
+
+
+def _check_probe_hook(learner: Any) -> None:
+    """Probing needs ``meta_test(..., after_class=...)``; say so rather than fail with a TypeError."""
+    parameters = inspect.signature(learner.meta_test).parameters.values()
+    if not any(p.name == "after_class" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        raise UsageError(
+            f"{type(learner).__name__}.meta_test takes no after_class hook, so its streams cannot be probed: "
+            "run it with probe_samples=0, or give its meta_test an after_class(c, head) argument (see "
+            "warpgrad.engine.sequential.probes)"
+        )
 
 
 def _features(learner: Any, stream: Any, cache: dict[int, Any] | None) -> tuple[list[Tensor], list[Tensor]]:
