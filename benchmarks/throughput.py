@@ -16,6 +16,8 @@ the final test excluded). Scaling efficiency is the 2-process throughput over tw
 
     python benchmarks/throughput.py                   # the figures in docs/benchmarks.md
     python benchmarks/throughput.py --skip-scaling    # (a) only
+    python benchmarks/throughput.py --skip-methods --experiments kanji-multishot --rounds 3 --per-rank
+                                                      # (b) with --nproc 2 at twice the meta-batch too
 """
 
 from __future__ import annotations
@@ -116,6 +118,15 @@ def engine_throughput(experiment: str, profile: str, settings: list[str], thread
     }
 
 
+def doubled_batch(experiment: str, profile: str) -> list[str]:
+    """``--set`` overrides that double the profile's meta-batch and WarpGrad's warp batch."""
+    from warpgrad.experiments import get_experiment
+
+    prof = get_experiment(experiment).profile(profile)
+    warp_batch = prof.options.get("warpgrad", {}).get("warp_batch")
+    return [f"meta_batch={2 * prof.meta_batch}"] + ([f"warpgrad.warp_batch={2 * warp_batch}"] if warp_batch else [])
+
+
 def side_by_side(experiment: str, profile: str, settings: list[str]) -> dict:
     """Two independent one-thread runs at once: their summed tasks/s (and step tasks/s)."""
     with ThreadPoolExecutor(2) as pool:
@@ -159,6 +170,11 @@ def main() -> None:
     parser.add_argument("--skip-methods", action="store_true", help="part (b) only")
     parser.add_argument("--experiments", default="sine,kanji-multishot", help="part (b)'s experiments")
     parser.add_argument("--rounds", type=int, default=1, help="part (b)'s interleaved repetitions (medians)")
+    parser.add_argument(
+        "--per-rank",
+        action="store_true",
+        help="part (b): also --nproc 2 with the meta-batch and warp batch doubled (each rank runs one process's)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -197,6 +213,7 @@ def main() -> None:
     for experiment, profile, settings in workloads:
         if experiment not in args.experiments.split(","):
             continue
+        doubled = settings + doubled_batch(experiment, profile)
         rounds = [
             [
                 engine_throughput(experiment, profile, settings, threads, nproc)
@@ -204,6 +221,7 @@ def main() -> None:
                 else side_by_side(experiment, profile, settings)
                 for threads, nproc in configs
             ]
+            + ([engine_throughput(experiment, profile, doubled, 1, 2)] if args.per_rank else [])
             for _ in range(args.rounds)
         ]  # interleaved, so slow phases of the machine hit every configuration alike
         one, all_threads, two, apart = (_median_run([r[i] for r in rounds]) for i in range(len(configs)))
@@ -220,6 +238,14 @@ def main() -> None:
         print(breakdown("2 procs x 1 thr", two))
         for i, run in enumerate(apart["runs"]):
             print(breakdown(f"independent run {i + 1} of 2", run))
+        if args.per_rank:
+            per_rank = _median_run([r[len(configs)] for r in rounds])
+            print(
+                f"  --nproc 2 with the meta-batch doubled (each rank runs the 1-process meta-batch): "
+                f"{per_rank['tasks_per_s']:.1f} tasks/s, {per_rank['tasks_per_s'] / one['tasks_per_s']:.2f}x the "
+                f"1-process 1-thread run ({per_rank['tasks_per_s'] / (2 * one['tasks_per_s']):.2f} efficiency)"
+            )
+            print(breakdown("2 procs x 1 thr, doubled batch", per_rank))
     print(
         "(efficiency: 2-process tasks/s over twice the 1-process 1-thread tasks/s; step efficiency: the same "
         "counting only sampling and meta-steps (the slower rank's), without validation and checkpoints; "
