@@ -125,3 +125,15 @@ def test_a_table_of_differently_tuned_methods_names_each_setting():
     header, rows = ["method", "mse", "tasks", "seeds", "time"], [["a", "1", "8", "1", "1s"], ["b", "2", "8", "1", "1s"]]
     add_tuned_column(header, rows, [("meta_lr", "0.01"), ("", "")])
     assert header[2] == "meta_lr (tuned)" and [r[2] for r in rows] == ["0.01", "-"]
+
+
+def test_a_choice_at_the_edge_of_its_grid_says_so():
+    from warpgrad.engine.tuning import chosen_values
+
+    def entry(chosen):
+        return {"tuning": {"setting": "meta_lr", "chosen": chosen, "grid": [1e-3, 3e-3, 1e-2]}}
+
+    assert chosen_values([entry(3e-3)]) == ("meta_lr", "0.003")
+    assert chosen_values([entry(1e-2)]) == ("meta_lr", "0.01 (max)")
+    assert chosen_values([entry(1e-3), entry(3e-3)]) == ("meta_lr", "0.001 (min),0.003")  # over seeds
+    assert chosen_values([{"mean": 1.0}]) == ("", "")

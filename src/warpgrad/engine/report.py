@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from warpgrad.engine.results import RESULTS_FILE, read_results
 from warpgrad.engine.stats import paired_t_interval, t_interval
-from warpgrad.engine.tuning import add_tuned_column
+from warpgrad.engine.tuning import add_tuned_column, chosen_values
 from warpgrad.errors import FileFormatError, UsageError, one_line
 
 FORMATS = ("text", "md", "latex", "csv")
@@ -193,10 +193,7 @@ def _row(name: str, entries: dict[int, dict[str, Any]], over_seeds: bool) -> Row
         mean, ci95 = t_interval(next(iter(entries.values()))["per_task"])
     times = [float(entry["wall_time_s"]) for entry in entries.values() if entry.get("wall_time_s") is not None]
     n_tasks = [len(entry["per_task"]) for entry in entries.values()]
-    tunings = [e["tuning"] for e in entries.values() if "tuning" in e]
-    tuned = (
-        (tunings[0]["setting"], ",".join(dict.fromkeys(f"{t['chosen']:g}" for t in tunings))) if tunings else ("", "")
-    )
+    tuned = chosen_values(entries.values())
     time = sum(times) / len(times) if times else None
     return Row(name, len(entries), n_tasks, mean, ci95, wall_time_s=time, tuned=tuned)
 

@@ -225,11 +225,17 @@ def _number(value: Any) -> float | None:
 
 
 def chosen_values(entries: Iterable[dict[str, Any]]) -> tuple[str, str]:
-    """(the tuned setting, the value(s) chosen) of a method's entries over seeds; ("", "") if untuned."""
+    """(the tuned setting, the value(s) chosen) of a method's entries over seeds; ("", "") if untuned.
+    A value at the grid's edge says so, ``0.01 (max)`` or ``0.001 (min)``: a wider grid might do better."""
     tunings = [entry["tuning"] for entry in entries if "tuning" in entry]
     if not tunings:
         return "", ""
-    return tunings[0]["setting"], ",".join(dict.fromkeys(f"{t['chosen']:g}" for t in tunings))
+    return tunings[0]["setting"], ",".join(dict.fromkeys(_with_edge(t["chosen"], t["grid"]) for t in tunings))
+
+
+def _with_edge(chosen: float, grid: list[float]) -> str:
+    edge = " (max)" if chosen == max(grid) else " (min)" if chosen == min(grid) else ""
+    return f"{chosen:g}{edge}"
 
 
 def add_tuned_column(header: list[str], rows: list[list[str]], tuned: list[tuple[str, str]]) -> None:
