@@ -1,13 +1,16 @@
 """The papers' settings for the continual-learning experiments' ``paper`` profiles: the permuted
 and split streams (EWC, Kirkpatrick et al. 2017; Zenke et al. 2017) and the OML/ANML meta-test
-protocol (Javed & White 2019; Beaulieu et al. 2020). Most of these papers' numbers were not
-re-read here: they are recorded as ``unverified``, and the tuned settings as ``ours``."""
+protocol (Javed & White 2019; Beaulieu et al. 2020). The split protocol's network and scenario were
+read in Zenke et al.'s code (ganguli-lab/pathint), the OML/ANML settings in the authors' code
+(khurramjaved96/mrcl, uvm-neurobotics-lab/ANML); EWC's numbers were not re-read and stay
+``unverified``, and the tuned settings are ``ours``."""
 
 from __future__ import annotations
 
 from warpgrad.experiments.papers.base import PaperRecord, PaperSetting
 
 _EWC = "EWC (Kirkpatrick et al. 2017), permuted MNIST"
+_PATHINT = "ganguli-lab/pathint fig_split_mnist/Figure split MNIST.ipynb"
 _TUNED = "tuned on held-out training images for the quick profile (docs/continual.md)"
 _METHOD_NOTES = {
     "ewc_lambda": _TUNED,
@@ -95,17 +98,18 @@ FMNIST_SPLIT = PaperRecord(
         PaperSetting(
             "scenario",
             "task",
-            "unverified",
-            "Zenke et al. 2017 (multi-head; per van de Ven & Tolias 2019)",
+            "code",
+            f"{_PATHINT} (set_active_outputs masks the softmax to the experience's two classes in training "
+            "and evaluation: multi-head)",
             ("scenario",),
         ),
         PaperSetting(
             "network (hidden layers)",
             (256, 256),
-            "unverified",
-            "Zenke et al. 2017 (from memory)",
+            "code",
+            f"{_PATHINT} (n_hidden_units = 256: two Dense ReLU layers)",
             ("hidden",),
-            deviation="(400, 400) like fmnist-permuted's paper profile; 256 not verified",
+            deviation="(400, 400) like fmnist-permuted's paper profile",
         ),
         PaperSetting("optimiser", None, "ours", "the protocol fixes SGD for EWC (docs/continual.md)", ("optimizer",)),
         _STREAM_SCHEDULE,
@@ -114,7 +118,8 @@ FMNIST_SPLIT = PaperRecord(
 )
 
 _ANML = "ANML (Beaulieu et al. 2020), as summarised in METHODS.md"
-_FROM_MEMORY = "the papers' Omniglot setting (sequential.py's notes; not re-read)"
+_ANML_CODE = "uvm-neurobotics-lab/ANML"
+_OML_CODE = "khurramjaved96/mrcl (OML; the code after its July 2020 fix)"
 
 
 def _sequential(experiment: str, dataset: PaperSetting) -> PaperRecord:
@@ -137,30 +142,49 @@ def _sequential(experiment: str, dataset: PaperSetting) -> PaperRecord:
             PaperSetting(
                 "OML inner / meta learning rate",
                 (0.03, 1e-4),
-                "unverified",
-                _FROM_MEMORY,
+                "code",
+                f"{_OML_CODE} README (oml_omniglot.py command: --update_lr 0.03 --meta_lr 1e-4)",
                 ("oml.inner_lr", "oml.meta_lr"),
             ),
-            PaperSetting("meta-steps", 20_000, "unverified", _FROM_MEMORY, ("meta_steps",)),
             PaperSetting(
-                "OML representation: conv layers × channels", (256,) * 6, "unverified", _FROM_MEMORY, ("widths",)
+                "meta-steps",
+                20_000,
+                "code",
+                f"{_ANML_CODE} README (mrcl_classification.py command: --steps 20000; argparse default 40000); "
+                f"OML's differ: {_OML_CODE} README runs --steps 700000",
+                ("meta_steps",),
+            ),
+            PaperSetting(
+                "OML representation: conv layers × channels",
+                (256,) * 6,
+                "code",
+                f"{_OML_CODE} model/modelfactory.py (six 3×3 convs of 256 channels)",
+                ("widths",),
             ),
             PaperSetting(
                 "ANML NM / PN channels",
                 ((112,) * 3, (256,) * 3),
-                "unverified",
-                _FROM_MEMORY,
+                "code",
+                f"{_ANML_CODE} model/modelfactory.py (Neuromodulation: nm_channels = 112, channels = 256, "
+                "three convs each)",
                 ("anml.nm_widths", "anml.pn_widths"),
             ),
             PaperSetting(
                 "conv layers",
-                "the papers' conv stacks",
-                "unverified",
-                _FROM_MEMORY,
+                "OML: 3×3 convs with strides 2, 1, 2, 1, 2, 2 and ReLU, no normalisation; ANML (NM and PN): "
+                "3×3 conv, batch norm, ReLU, a 2×2 max-pool after the first two",
+                "code",
+                f"{_OML_CODE} model/modelfactory.py; {_ANML_CODE} model/learner.py (forward)",
                 profile="this library's stride-2 conv stacks without normalisation",
                 deviation="one conv stack for both methods (docs/continual.md)",
             ),
-            PaperSetting("output units", 1000, "unverified", _FROM_MEMORY, ("outputs",)),
+            PaperSetting(
+                "output units",
+                1000,
+                "code",
+                f"{_OML_CODE} model/modelfactory.py (linear 1000); {_ANML_CODE} model/modelfactory.py (fc 1000)",
+                ("outputs",),
+            ),
             PaperSetting("meta-test classes (up to)", 600, "paper", _ANML, ("test_classes",)),
             PaperSetting(
                 "meta-test: one SGD step per image, one pass",
@@ -172,11 +196,19 @@ def _sequential(experiment: str, dataset: PaperSetting) -> PaperRecord:
             PaperSetting(
                 "stream / held-out images per class",
                 (15, 5),
-                "unverified",
-                _FROM_MEMORY,
+                "code",
+                f"{_ANML_CODE} datasets/omniglot.py (the first 15 of a character's 20 images to train on, the "
+                "last 5 held out)",
                 ("stream_per_class", "held_out_per_class"),
             ),
-            PaperSetting("runs", 10, "unverified", _FROM_MEMORY, ("runs",)),
+            PaperSetting(
+                "runs",
+                10,
+                "code",
+                f"{_ANML_CODE} README (evaluate_classification.py command: --runs 10; argparse default 50; "
+                "OML's README averages 50 runs)",
+                ("runs",),
+            ),
             PaperSetting(
                 "meta-test learning rate", None, "ours", "the best of a grid on val classes", ("lr_grid", "tune_runs")
             ),
@@ -203,8 +235,9 @@ OMNIGLOT_SEQUENTIAL = _sequential(
     PaperSetting(
         "dataset",
         "Omniglot (963 background classes)",
-        "unverified",
-        _FROM_MEMORY,
+        "code",
+        f"{_ANML_CODE} mrcl_classification.py and {_OML_CODE} oml_omniglot.py (the first 963 classes of the "
+        "background set to meta-train on); the meta-test streams draw from the evaluation set",
         profile="Omniglot: 25 background alphabets to train on, 5 to validate, the evaluation set to test",
         deviation="5 background alphabets kept for validation (fewer meta-training classes)",
     ),

@@ -1,9 +1,11 @@
 """The papers' settings for the image experiments' ``paper`` profiles.
 
 Multi-shot: WarpGrad's Omniglot protocol (Flennerhag et al., ICLR 2020), whose reference code is
-github.com/flennerhag/warpgrad ``src/omniglot/{main,data,model}.py`` (argparse defaults, read).
-Few-shot: MAML's protocol (Finn et al., ICML 2017; github.com/cbfinn/maml), which WarpGrad's
-Warp-MAML runs on mini- and tieredImageNet follow.
+github.com/flennerhag/warpgrad ``src/omniglot/{main,data,model,run_multi}.py`` (argparse defaults and
+the launcher's per-method settings, read), inherited from Leap's Omniglot protocol (arXiv 1812.01054
+§4.1, read). Few-shot: MAML's protocol (Finn et al., ICML 2017, §5 and App. A.1, read;
+github.com/cbfinn/maml ``main.py``, read), which WarpGrad's Warp-MAML runs on mini- and tieredImageNet
+follow. The WarpGrad paper's own text beyond its abstract was not available to re-read.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from warpgrad.experiments.papers.base import PaperRecord, PaperSetting
 _MAIN = "flennerhag/warpgrad src/omniglot/main.py"
 _DATA = "flennerhag/warpgrad src/omniglot/data.py"
 _MODEL = "flennerhag/warpgrad src/omniglot/model.py"
+_RUN_MULTI = "flennerhag/warpgrad src/omniglot/run_multi.py"  # the launcher of the Omniglot runs
+_LEAP = "Leap (Flennerhag et al. 2019, arXiv 1812.01054) §4.1"  # the Omniglot protocol the reference code keeps
+_MAML_A1 = "MAML App. A.1"
+_MAML_MAIN = "cbfinn/maml main.py"
 _BASELINES = ("maml", "fomaml", "metasgd", "tnets", "reptile", "leap", "finetune")
 _REFERENCE_OUTER = ("maml", "fomaml", "reptile", "leap")  # the reference's wrappers with an outer optimiser
 _NOT_COMPARED = ("metasgd", "tnets")
@@ -87,12 +93,15 @@ def _multishot(experiment: str, dataset: str, groups: tuple[PaperSetting, ...]) 
                 ("batch_size",),
             ),
             PaperSetting(
-                "MAML / FOMAML inner steps",
-                5,
-                "unverified",
-                "WarpGrad Table 1 as summarised in METHODS.md",
+                "MAML / FOMAML inner steps in meta-training",
+                "MAML 5, FOMAML 100 (evaluation: 100 for both)",
+                "code",
+                f"{_RUN_MULTI} (get_model_config: 5 task_train_steps for maml, 100 for fomaml; "
+                f"--task_val_steps keeps main.py's 100); {_LEAP} (MAML backpropagates through 5 steps). "
+                "Was recorded as 5 for both (METHODS.md, unverified)",
                 profile="`inner_steps` (100) for every method",
-                deviation="one inner loop for all methods; run MAML with `--set inner_steps=5` to match",
+                deviation="one inner loop for all methods (FOMAML's 100 matches); `--set inner_steps=5` "
+                "gives MAML its meta-training horizon, but also evaluates at 5 steps (the reference: 100)",
             ),
             PaperSetting("tasks per meta-batch", 20, "code", f"{_MAIN} (--meta_batch_size)", ("meta_batch",)),
             PaperSetting("meta-steps", 1000, "code", f"{_MAIN} (--meta_train_steps)", ("meta_steps",)),
@@ -104,11 +113,22 @@ def _multishot(experiment: str, dataset: str, groups: tuple[PaperSetting, ...]) 
                 ("warpgrad.meta_optimizer", *_all("meta_optimizer", _REFERENCE_OUTER)),
             ),
             PaperSetting(
-                "meta learning rate",
+                "meta learning rate (warps, θ₀, Reptile, Leap)",
                 0.1,
                 "code",
-                f"{_MAIN} (--outer_kwargs lr 0.1)",
-                ("warpgrad.warp_lr", "warpgrad.init_lr", *_all("meta_lr", _REFERENCE_OUTER)),
+                f"{_MAIN} (--outer_kwargs lr 0.1); {_RUN_MULTI} (get_model_config: outer lr 0.1 but for MAML/FOMAML)",
+                ("warpgrad.warp_lr", "warpgrad.init_lr", *_all("meta_lr", ("reptile", "leap"))),
+            ),
+            PaperSetting(
+                "meta learning rate (MAML, FOMAML)",
+                0.5,
+                "code",
+                f"{_RUN_MULTI} (get_model_config: outer lr 0.5 for maml and fomaml; main.py's default is 0.1). "
+                "Was recorded as main.py's 0.1",
+                _all("meta_lr", ("maml", "fomaml")),
+                deviation="0.1, main.py's default, as for the other methods: run_multi.py's 0.5 was found when "
+                "checking this record, after the profile was set "
+                "(`--set maml.meta_lr=0.5 --set fomaml.meta_lr=0.5` to match)",
             ),
             PaperSetting(
                 "fine-tuning's pre-training optimiser",
@@ -190,8 +210,9 @@ _OMNIGLOT_GROUPS = (
     PaperSetting(
         "meta-training alphabets",
         25,
-        "unverified",
-        f"METHODS.md (paper, *verify*); {_MAIN} --num_pretrain defaults to 30",
+        "code",
+        f"{_RUN_MULTI} (--npres: runs at 1, 3, 5, 10, 15, 20 and 25 meta-training alphabets, 25 the most; "
+        f"{_MAIN}'s --num_pretrain default of 30 is not used there); {_LEAP} (1 to 25 alphabets), Fig. 3 (25)",
         profile="25 of the 30 background alphabets (5 for validation); alphabets with < 20 characters kept "
         "when they have `ways` characters",
     ),
@@ -235,25 +256,31 @@ def _fewshot(experiment: str, reference: str, dataset: PaperSetting, settings: t
                 "meta-optimiser (MAML's; every method here)",
                 "adam",
                 "paper",
-                "MAML §5",
+                "MAML §5.1 (Adam as the meta-optimiser); cbfinn/maml maml.py (tf.train.AdamOptimizer for every "
+                "datasource)",
                 ("warpgrad.meta_optimizer", *_all("meta_optimizer")),
             ),
             PaperSetting(
                 "meta learning rate",
                 1e-3,
-                "unverified",
-                "cbfinn/maml main.py (--meta_lr default 0.001; from memory)",
+                "code",
+                f"{_MAML_MAIN} (flag meta_lr, default 0.001; none of the usage commands sets it)",
                 ("warpgrad.warp_lr", "warpgrad.init_lr", *_all("meta_lr")),
             ),
             PaperSetting(
                 "meta-steps",
                 60_000,
-                "code",
-                "cbfinn/maml README (--metatrain_iterations=60000: read for Omniglot; miniImageNet from memory)",
+                "paper",
+                f"{_MAML_A1} (all models trained for 60000 iterations); {_MAML_MAIN} usage docstring "
+                "(--metatrain_iterations=60000 in every Omniglot and MiniImagenet command)",
                 ("meta_steps",),
             ),
             PaperSetting(
-                "test episodes", 600, "unverified", "cbfinn/maml main.py NUM_TEST_POINTS (from memory)", ("test_tasks",)
+                "test episodes",
+                600,
+                "code",
+                f"{_MAML_MAIN} (NUM_TEST_POINTS = 600; the 95% interval is over them)",
+                ("test_tasks",),
             ),
             _WARP,
             PaperSetting(
@@ -284,50 +311,106 @@ _OMNIGLOT_FEWSHOT = (
     PaperSetting("network width", 64, "paper", "MAML §5.2 (64 filters)", ("width",)),
     PaperSetting(
         "network",
-        "Conv4 with strided convolutions, no max-pool",
-        "unverified",
-        "MAML §5.2 (from memory)",
+        "Conv4 (3×3 conv, batch norm, ReLU) with strided convolutions, no max-pool",
+        "paper",
+        "MAML §5.2 (for Omniglot, strided convolutions instead of max-pooling); cbfinn/maml main.py "
+        "(--max_pool default False, not set by the Omniglot commands)",
         profile="Conv4 with 2×2 max-pool",
         deviation="one Conv4 for every image experiment",
     ),
     PaperSetting(
         "queries per class",
         1,
-        "unverified",
-        "cbfinn/maml main.py (K for Omniglot; from memory)",
+        "code",
+        f"{_MAML_MAIN} (Omniglot: DataGenerator(update_batch_size*2), so K query images per class, 1 at 1-shot)",
         ("queries",),
         deviation="15 queries per class as on miniImageNet (a steadier test batch)",
     ),
-    PaperSetting("inner learning rate", 0.4, "code", "cbfinn/maml README (--update_lr=0.4)", ("inner_lr",)),
-    PaperSetting("inner steps (meta-training)", 1, "code", "cbfinn/maml README (--num_updates=1)", ("inner_steps",)),
+    PaperSetting(
+        "inner learning rate",
+        0.4,
+        "paper",
+        f"{_MAML_A1} (5-way Omniglot: α = 0.4); {_MAML_MAIN} usage docstring (--update_lr=0.4)",
+        ("inner_lr",),
+    ),
+    PaperSetting(
+        "inner steps (meta-training)",
+        1,
+        "paper",
+        f"{_MAML_A1} (5-way Omniglot: 1 gradient step); {_MAML_MAIN} usage docstring (--num_updates=1)",
+        ("inner_steps",),
+    ),
     PaperSetting(
         "inner steps at test time",
         3,
-        "unverified",
-        "MAML §5.2 (per learn2learn's README)",
+        "paper",
+        f"{_MAML_A1} (5-way Omniglot evaluated with 3 gradient steps; {_MAML_MAIN} tests with "
+        "test_num_updates = 10). Was cited from learn2learn's README",
         profile="`inner_steps` (1)",
         deviation="one inner loop for meta-training and test",
     ),
-    PaperSetting("tasks per meta-batch", 32, "code", "cbfinn/maml README (--meta_batch_size=32)", ("meta_batch",)),
+    PaperSetting(
+        "tasks per meta-batch",
+        32,
+        "paper",
+        f"{_MAML_A1} (5-way Omniglot: 32 tasks); {_MAML_MAIN} usage docstring (--meta_batch_size=32)",
+        ("meta_batch",),
+    ),
 )
 _IMAGENET = (
-    PaperSetting("image size", 84, "paper", "MAML §5.2 (84×84)", ("image_size",)),
     PaperSetting(
-        "network width", 32, "unverified", "MAML §5.2 (32 filters, to reduce overfitting; from memory)", ("width",)
+        "image size",
+        84,
+        "code",
+        "cbfinn/maml data/miniImagenet/proc_images.py (images resized to 84×84), data_generator.py "
+        "(img_size (84, 84)); was cited as MAML §5.2, which does not state it",
+        ("image_size",),
     ),
-    PaperSetting("queries per class", 15, "unverified", "cbfinn/maml main.py (K + 15; from memory)", ("queries",)),
-    PaperSetting("inner learning rate", 0.01, "unverified", "MAML §5.2 (from memory)", ("inner_lr",)),
-    PaperSetting("inner steps (meta-training)", 5, "unverified", "MAML §5.2 (from memory)", ("inner_steps",)),
+    PaperSetting(
+        "network width",
+        32,
+        "paper",
+        f"MAML §5.2 (32 filters per layer for MiniImagenet, to reduce overfitting); {_MAML_MAIN} usage "
+        "docstring (--num_filters=32)",
+        ("width",),
+    ),
+    PaperSetting(
+        "queries per class",
+        15,
+        "paper",
+        f"{_MAML_A1} (15 examples per class for the post-update meta-gradient); {_MAML_MAIN} "
+        "(DataGenerator(update_batch_size+15) in meta-training; K per class when testing)",
+        ("queries",),
+    ),
+    PaperSetting(
+        "inner learning rate",
+        0.01,
+        "paper",
+        f"{_MAML_A1} (MiniImagenet: α = 0.01); {_MAML_MAIN} usage docstring (--update_lr=0.01)",
+        ("inner_lr",),
+    ),
+    PaperSetting(
+        "inner steps (meta-training)",
+        5,
+        "paper",
+        f"{_MAML_A1} (MiniImagenet: 5 gradient steps); {_MAML_MAIN} usage docstring (--num_updates=5)",
+        ("inner_steps",),
+    ),
     PaperSetting(
         "inner steps at test time",
         10,
-        "unverified",
-        "MAML §5.2 (from memory)",
+        "paper",
+        f"{_MAML_A1} (MiniImagenet: 10 gradient steps at test time); {_MAML_MAIN} (test_num_updates = 10)",
         profile="`inner_steps` (5)",
         deviation="one inner loop for meta-training and test",
     ),
     PaperSetting(
-        "tasks per meta-batch", 4, "unverified", "MAML §5.2 (4 for 1-shot, 2 for 5-shot; from memory)", ("meta_batch",)
+        "tasks per meta-batch",
+        4,
+        "paper",
+        f"{_MAML_A1} (MiniImagenet: 4 tasks for 1-shot, 2 for 5-shot); {_MAML_MAIN} usage docstring "
+        "(--meta_batch_size=4 in both commands)",
+        ("meta_batch",),
     ),
 )
 
@@ -350,7 +433,12 @@ RECORDS = (
     _fewshot(
         "miniimagenet",
         "MAML's miniImageNet protocol (Finn et al. 2017), which WarpGrad's Warp-MAML follows",
-        _dataset("miniImageNet (64/16/20 classes)", "MAML §5.2; WarpGrad §4", "miniImageNet (64/16/20 classes)"),
+        _dataset(
+            "miniImageNet (64/16/20 classes)",
+            "WarpGrad §4 (64, 16 and 20 meta-training/validation/test classes, as quoted from the paper by "
+            "ri.k117.org's summary); MAML §5.2's own text says 64/12/24 (was cited as MAML §5.2)",
+            "miniImageNet (64/16/20 classes)",
+        ),
         _IMAGENET,
     ),
     _fewshot(

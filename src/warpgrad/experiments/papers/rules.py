@@ -161,7 +161,15 @@ LEARNED_RULES = PaperRecord(
             deviation="8×8 inputs, CPU-sized",
         ),
         PaperSetting(
-            "random input projections", True, "unverified", f"{_VSML}: notes truncated here; from memory", ("project",)
+            "random input projections",
+            "on every other MPI worker: one fixed Glorot-uniform projection per worker, raw inputs on the rest",
+            "code",
+            "louiskirsch/vsml-neurips2021 configs/rand_proj.yaml (data.preprocess.rand_proj.mpi_split [False, "
+            "True]; the README's Section 4.2 / Fig. 6 run, with configs/backprop.yaml for backpropagation), "
+            "launch.py (_update_ranked_config: option by MPI rank), data.py (_preprocess: the projection drawn "
+            "once); default.yaml: rand_proj False. Was recorded as True (from memory)",
+            ("project",),
+            deviation="every meta-training episode projected, with a new projection per episode",
         ),
         PaperSetting("episode length (meta-training, batch 1)", 500, "code", _VSML, ("train_length",)),
         PaperSetting(

@@ -7,7 +7,8 @@ from __future__ import annotations
 from warpgrad.experiments.papers.base import PaperRecord, PaperSetting
 
 _BASELINES = ("maml", "fomaml", "metasgd", "tnets", "reptile", "leap", "finetune")
-_README = "cbfinn/maml README (sinusoid command)"
+_README = "cbfinn/maml main.py usage docstring (10-shot sinusoid command)"
+_MAIN = "cbfinn/maml main.py"
 
 SINE = PaperRecord(
     "sine",
@@ -20,8 +21,14 @@ SINE = PaperRecord(
             "MAML §5.1",
             profile="A ~ U[0.1, 5], b ~ U[0, π], x ~ U[−5, 5] (warpgrad.tasks.sine)",
         ),
-        PaperSetting("shots (K)", 10, "code", f"{_README}: --update_batch_size=10", ("shots",)),
-        PaperSetting("network (hidden layers, ReLU)", (40, 40), "unverified", "MAML §5.1 (from memory)", ("hidden",)),
+        PaperSetting("shots (K)", 10, "code", f"{_README}: --update_batch_size=10; MAML §5.1 (K = 10)", ("shots",)),
+        PaperSetting(
+            "network (hidden layers, ReLU)",
+            (40, 40),
+            "paper",
+            "MAML §5.1 (2 hidden layers of size 40 with ReLU); cbfinn/maml maml.py (dim_hidden [40, 40])",
+            ("hidden",),
+        ),
         PaperSetting(
             "warp layers",
             None,
@@ -30,36 +37,50 @@ SINE = PaperRecord(
             ("warp",),
         ),
         PaperSetting("inner optimiser", "sgd", "paper", "MAML Algorithm 2", ("inner_optimizer",)),
-        PaperSetting("inner learning rate", 0.01, "unverified", "MAML §5.1 (α = 0.01; from memory)", ("inner_lr",)),
+        PaperSetting(
+            "inner learning rate",
+            0.01,
+            "paper",
+            f"MAML §5.1 (fixed step size α = 0.01); the {_README} leaves --update_lr at its default 1e-3",
+            ("inner_lr",),
+        ),
         PaperSetting(
             "inner steps",
             1,
-            "unverified",
-            "MAML §5.1 (one gradient update; from memory)",
+            "paper",
+            f"MAML §5.1 (one gradient update); {_MAIN} (--num_updates default 1; evaluation runs 10 steps)",
             ("inner_steps",),
             deviation="5 steps for every method: WarpGrad's meta-objective needs points along a trajectory",
         ),
         PaperSetting(
-            "tasks per meta-batch", 25, "unverified", "cbfinn/maml main.py --meta_batch_size default", ("meta_batch",)
+            "tasks per meta-batch",
+            25,
+            "code",
+            f"{_MAIN} (--meta_batch_size default 25; the sinusoid command keeps it)",
+            ("meta_batch",),
         ),
         PaperSetting("meta-steps", 70_000, "code", f"{_README}: --metatrain_iterations=70000", ("meta_steps",)),
         PaperSetting(
             "meta-optimiser (MAML's; every method here)",
             "adam",
             "paper",
-            "MAML §5.1",
+            "MAML §5.1 (Adam as the meta-optimiser, the baselines likewise)",
             ("warpgrad.meta_optimizer", *(f"{m}.meta_optimizer" for m in _BASELINES)),
         ),
         PaperSetting(
             "meta learning rate",
             1e-3,
-            "unverified",
-            "cbfinn/maml main.py --meta_lr default (from memory)",
+            "code",
+            f"{_MAIN} (--meta_lr default 0.001; the sinusoid command keeps it)",
             ("warpgrad.warp_lr", "warpgrad.init_lr", *(f"{m}.meta_lr" for m in _BASELINES)),
             deviation="per method, the best of {1e-3, 3e-3, 1e-2, 3e-2} on validation tasks (see above)",
         ),
         PaperSetting(
-            "test tasks", 600, "unverified", "cbfinn/maml main.py NUM_TEST_POINTS (from memory)", ("test_tasks",)
+            "test tasks",
+            600,
+            "code",
+            f"{_MAIN} (NUM_TEST_POINTS = 600, used by test() for the sinusoid too)",
+            ("test_tasks",),
         ),
         PaperSetting("held-out points per task", None, "ours", "MAML plots curves over x", ("test_points",)),
         PaperSetting(
