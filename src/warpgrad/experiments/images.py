@@ -87,7 +87,8 @@ def _image_methods(
 
 # Omniglot multi-shot (WarpGrad / Leap protocol): 20-way tasks of one alphabet, 15 train / 5 test
 # images per character, affine augmentation, 100 inner SGD steps at lr 0.1 on batches of 128, 3×3 conv
-# warps, every meta-learner's outer loop SGD at 0.1 (the reference code's defaults: papers/images.py).
+# warps, every meta-learner's outer loop SGD at 0.1 but MAML's and FOMAML's at 0.5 (the reference
+# code's settings: papers/images.py).
 _OMNIGLOT_MULTISHOT = {
     "data": {"image_size": 28},
     "channels": 1,
@@ -103,6 +104,9 @@ _OMNIGLOT_MULTISHOT = {
     "inner_lr": 0.1,
     "inner_steps": 100,
     **_image_methods(warp_lr=0.1, init="leap", init_lr=0.1, meta_lr=0.1, meta_optimizer="sgd"),
+    # the reference's run_multi.py: MAML meta-trains through 5 of the 100 steps; both at outer lr 0.5
+    "maml": {"meta_optimizer": "sgd", "meta_lr": 0.5, "horizon": 5},
+    "fomaml": {"meta_optimizer": "sgd", "meta_lr": 0.5},
 }
 _KANJI_MULTISHOT = _with(
     _OMNIGLOT_MULTISHOT,

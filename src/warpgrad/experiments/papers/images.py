@@ -93,15 +93,14 @@ def _multishot(experiment: str, dataset: str, groups: tuple[PaperSetting, ...]) 
                 ("batch_size",),
             ),
             PaperSetting(
-                "MAML / FOMAML inner steps in meta-training",
-                "MAML 5, FOMAML 100 (evaluation: 100 for both)",
+                "MAML's inner steps in meta-training (its horizon)",
+                5,
                 "code",
                 f"{_RUN_MULTI} (get_model_config: 5 task_train_steps for maml, 100 for fomaml; "
-                f"--task_val_steps keeps main.py's 100); {_LEAP} (MAML backpropagates through 5 steps). "
-                "Was recorded as 5 for both (METHODS.md, unverified)",
-                profile="`inner_steps` (100) for every method",
-                deviation="one inner loop for all methods (FOMAML's 100 matches); `--set inner_steps=5` "
-                "gives MAML its meta-training horizon, but also evaluates at 5 steps (the reference: 100)",
+                f"--task_val_steps keeps main.py's 100 for both); {_LEAP} (MAML backpropagates through 5 "
+                "steps). FOMAML's 100 is the profile's `inner_steps` (no horizon). Was recorded as 5 for both "
+                "(METHODS.md, unverified)",
+                ("maml.horizon",),
             ),
             PaperSetting("tasks per meta-batch", 20, "code", f"{_MAIN} (--meta_batch_size)", ("meta_batch",)),
             PaperSetting("meta-steps", 1000, "code", f"{_MAIN} (--meta_train_steps)", ("meta_steps",)),
@@ -126,9 +125,6 @@ def _multishot(experiment: str, dataset: str, groups: tuple[PaperSetting, ...]) 
                 f"{_RUN_MULTI} (get_model_config: outer lr 0.5 for maml and fomaml; main.py's default is 0.1). "
                 "Was recorded as main.py's 0.1",
                 _all("meta_lr", ("maml", "fomaml")),
-                deviation="0.1, main.py's default, as for the other methods: run_multi.py's 0.5 was found when "
-                "checking this record, after the profile was set "
-                "(`--set maml.meta_lr=0.5 --set fomaml.meta_lr=0.5` to match)",
             ),
             PaperSetting(
                 "fine-tuning's pre-training optimiser",
