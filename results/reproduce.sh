@@ -3,7 +3,8 @@
 # README.md and docs/ is printed by `warpgrad report --format md results/NAME` from the
 # results.json committed here (see results/README.md); a test checks that they agree.
 #   bash results/reproduce.sh            all of them (about 50 minutes on 2 CPU cores, the probe runs about
-#                                        50 more on a busy machine, and maze-quick about 5.5 hours)
+#                                        50 more on a busy machine, the tuned kanji tables about 4 hours on
+#                                        one core, and maze-quick about 5.5 hours)
 #   bash results/reproduce.sh sine-quick one of them
 # Then regenerate the tables: .venv/bin/python -m warpgrad.engine.docs_tables README.md docs/*.md
 set -euo pipefail
@@ -42,6 +43,21 @@ run sine-quick-tuned sine --method maml,fomaml,metasgd,tnets,reptile,leap,finetu
 run sine-continual-quick-compared sine-continual --method baseline,ewc --profile quick --tune ewc.lam=0.01,0.1,1,10
 add sine-continual-quick-compared sine-continual --method warpgrad --profile quick \
     --tune warpgrad.warp_lr=3e-4,1e-3,3e-3
+# the kanji tables of docs/results.md, every method at its validation-chosen meta learning rate
+# (OMP_NUM_THREADS=1; the four few-shot variants, then multi-shot with MAML/FOMAML at a 5-step horizon,
+# then FOMAML at the full horizon)
+FEWSHOT="warpgrad,maml,fomaml,metasgd,tnets,anil,baseline"
+run kanji-fewshot-quick-tuned kanji-fewshot --method $FEWSHOT --profile quick --tune meta_lr=1e-3,3e-3,1e-2
+run kanji-fewshot-5w1s-quick-tuned kanji-fewshot --method $FEWSHOT --profile quick --set ways=5 --set shots=1 \
+    --tune meta_lr=1e-3,3e-3,1e-2
+run kanji-fewshot-5w5s-quick-tuned kanji-fewshot --method $FEWSHOT --profile quick --set ways=5 --set shots=5 \
+    --tune meta_lr=1e-3,3e-3,1e-2
+run kanji-fewshot-20w5s-quick-tuned kanji-fewshot --method $FEWSHOT --profile quick --set ways=20 --set shots=5 \
+    --tune meta_lr=1e-3,3e-3,1e-2
+run kanji-multishot-quick-tuned kanji-multishot --method warpgrad,leap,reptile,fomaml,maml,finetune,baseline \
+    --profile quick --set maml.horizon=5 --set fomaml.horizon=5 --tune meta_lr=3e-4,1e-3,3e-3,1e-2,3e-2
+run kanji-multishot-fomaml-quick-tuned kanji-multishot --method fomaml --profile quick \
+    --tune meta_lr=3e-4,1e-3,3e-3,1e-2,3e-2
 run kanji-multishot-ablation-quick kanji-multishot-ablation --method all --profile quick  # OMP_NUM_THREADS=1
 run kanji-sequential-quick kanji-sequential --method oml,anml,sgd,pretrain --profile quick
 # linear probes of the representation after each fifth of the test classes, on the 15 stream images per class
