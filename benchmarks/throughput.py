@@ -213,7 +213,7 @@ def main() -> None:
     for experiment, profile, settings in workloads:
         if experiment not in args.experiments.split(","):
             continue
-        doubled = settings + doubled_batch(experiment, profile)
+        doubled = settings + doubled_batch(experiment, profile) if args.per_rank else []
         rounds = [
             [
                 engine_throughput(experiment, profile, settings, threads, nproc)

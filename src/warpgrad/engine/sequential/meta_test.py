@@ -118,6 +118,8 @@ def meta_test_streams(
     """
     from warpgrad.engine.sequential.probes import StreamProbe, summarize_probes
 
+    if probe_samples > 0 and not _fast_head(learner):
+        _check_probe_hook(learner)
     curves, train_final, probed = [], [], []
     for stream in streams:
         train_x = [e.train_x for e in stream]
@@ -131,8 +133,6 @@ def meta_test_streams(
             result = linear_head_meta_test(*features, head["weight"], head.get("bias"), lr, labels, after)
             train_final.append(float(result["train_accuracy"]))
         else:
-            if probe is not None:
-                _check_probe_hook(learner)
             hook = {} if probe is None else {"after_class": probe}
             result = learner.meta_test(train_x, test_x, labels=labels, head_reset=head_reset, lr=lr, **hook)
             if train_accuracy:
