@@ -9,7 +9,11 @@ for that double backward is wrong under ``vmap`` (pytorch/functorch#534):
 * ``_BatchNormBackward``: the first-order gradients ``(dx, dw, db)`` in closed form; its own
   backward is the closed-form double backward (about ten full-size tensor operations, fewer than
   autograd runs through torch's composite double backward or through elementwise batch norm).
-  Both are plain tensor operations, so ``generate_vmap_rule`` batches them exactly.
+
+Both take ``lead``, the number of leading batch dims of ``x`` ``[*B, N, C, ...]`` (each index of B
+its own batch norm). Their ``vmap`` rules move the vmapped dim first and call themselves with one
+more leading dim: plain tensor operations, the same values as batching them op by op
+(``generate_vmap_rule``), without its per-call Python (half the time of a small vmapped step).
 
 Precision: the statistics use the corrected two-pass algorithm (mean, then the mean of the
 centred values folded back in: Chan, Golub, LeVeque 1983), so float32 keeps its accuracy when a
@@ -25,6 +29,7 @@ operations, so every order is exact; the fast path only runs when nothing differ
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,53 +37,66 @@ from torch import Tensor
 __all__ = ["batch_norm"]
 
 
-def _layout(x: Tensor) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-    """Reduced dims (all but 1), the shape that broadcasts a per-channel vector, elements per channel."""
-    dims = (0, *range(2, x.dim()))
-    return dims, (1, -1) + (1,) * (x.dim() - 2), x.numel() // x.shape[1]
+def _layout(x: Tensor, lead: int = 0) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """For ``x`` ``[*B, N, C, ...]`` with ``lead`` = len(B) batch dims (each its own batch norm):
+    the reduced dims (N and the trailing ones), the shape that broadcasts a ``[*B, C]`` vector, and
+    the elements per channel."""
+    dims = (lead, *range(lead + 2, x.dim()))
+    shape = (*x.shape[:lead], 1, x.shape[lead + 1]) + (1,) * (x.dim() - lead - 2)
+    return dims, shape, x[(0,) * lead].numel() // x.shape[lead + 1]
 
 
-def _normalise(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+def _normalise(x: Tensor, eps: float, lead: int = 0) -> tuple[Tensor, Tensor]:
     """``(x̂, 1/σ)``: x standardised per channel with the biased variance, by the corrected two-pass algorithm."""
-    dims, _, _ = _layout(x)
+    dims, _, _ = _layout(x, lead)
     centred = x - x.mean(dims, keepdim=True)
     residual = centred.mean(dims, keepdim=True)  # the rounding error of the first mean, recovered
     invstd = torch.rsqrt((centred * centred).mean(dims, keepdim=True) - residual * residual + eps)
     return (centred - residual) * invstd, invstd
 
 
+def _batch_first(info: Any, in_dims: tuple[int | None, ...], *tensors: Tensor) -> list[Tensor]:
+    """``tensors`` under ``vmap`` with the vmapped dim moved first (broadcast where one has none)."""
+    return [t.expand(info.batch_size, *t.shape) if d is None else t.movedim(d, 0) for t, d in zip(tensors, in_dims)]
+
+
 class _BatchNorm(torch.autograd.Function):
-    generate_vmap_rule = True
+    """``(x, w, b) ↦ (y, x̂, 1/σ)`` for ``x`` ``[*B, N, C, ...]`` with ``lead`` = len(B) batch dims.
+    Under ``vmap`` it calls itself with one more explicit batch dim (plain tensors, no vmap)."""
 
     @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-        _, shape, _ = _layout(x)
-        xhat, invstd = _normalise(x, eps)
+    def forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float, lead: int) -> tuple[Tensor, Tensor, Tensor]:
+        _, shape, _ = _layout(x, lead)
+        xhat, invstd = _normalise(x, eps, lead)
         return xhat * weight.view(shape) + bias.view(shape), xhat, invstd
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, _, eps = inputs
+        x, weight, _, eps, lead = inputs
         _, xhat, invstd = output
         ctx.mark_non_differentiable(xhat, invstd)
         ctx.set_materialize_grads(False)
-        ctx.eps = eps
+        ctx.eps, ctx.lead = eps, lead
         ctx.save_for_backward(x, weight, xhat, invstd)
 
     @staticmethod
     def backward(ctx, grad_y, _grad_xhat, _grad_invstd):
         if grad_y is None:
-            return None, None, None, None
+            return None, None, None, None, None
         x, weight, xhat, invstd = ctx.saved_tensors
-        dx, dw, db, _ = _BatchNormBackward.apply(grad_y, x, weight, xhat, invstd, ctx.eps)
-        return dx, dw, db, None
+        dx, dw, db, _ = _BatchNormBackward.apply(grad_y, x, weight, xhat, invstd, ctx.eps, ctx.lead)
+        return dx, dw, db, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias, eps, lead):
+        return _BatchNorm.apply(*_batch_first(info, in_dims, x, weight, bias), eps, lead + 1), (0, 0, 0)
 
 
-def _project(t: Tensor, xhat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _project(t: Tensor, xhat: Tensor, lead: int) -> tuple[Tensor, Tensor, Tensor]:
     """``(t − mean(t) − x̂ mean(t x̂), mean(t), mean(t x̂))`` per channel: t without its components
     along 1 and x̂, formed elementwise so that a large component cancels element by element rather
     than in a difference of sums."""
-    dims, _, _ = _layout(t)
+    dims, _, _ = _layout(t, lead)
     t_mean = t.mean(dims, keepdim=True)
     centred = t - t_mean
     t_xhat = (centred * xhat).mean(dims, keepdim=True)
@@ -93,35 +111,39 @@ class _BatchNormBackward(torch.autograd.Function):
     double backward.
     """
 
-    generate_vmap_rule = True
-
     @staticmethod
-    def forward(g: Tensor, x: Tensor, weight: Tensor, xhat: Tensor, invstd: Tensor, eps: float):
-        _, shape, count = _layout(g)
-        centred, g_mean, q = _project(g, xhat)
+    def forward(g: Tensor, x: Tensor, weight: Tensor, xhat: Tensor, invstd: Tensor, eps: float, lead: int):
+        _, shape, count = _layout(g, lead)
+        centred, g_mean, q = _project(g, xhat, lead)
         dx = centred * (weight.view(shape) * invstd)
         return dx, (q * count).reshape(weight.shape), (g_mean * count).reshape(weight.shape), centred
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        g, x, weight, xhat, invstd, eps = inputs
+        g, x, weight, xhat, invstd, eps, lead = inputs
         _, dw, _, centred = output
         ctx.mark_non_differentiable(centred)
         ctx.set_materialize_grads(False)
-        ctx.eps = eps
+        ctx.eps, ctx.lead = eps, lead
         ctx.save_for_backward(g, x, weight, xhat, invstd, dw, centred)
 
     @staticmethod
     def backward(ctx, a, alpha, beta, _grad_centred):
         g, x, weight, xhat, invstd, dw, centred = ctx.saved_tensors
-        _, shape, count = _layout(g)
+        lead = ctx.lead
+        _, shape, count = _layout(g, lead)
         if torch.is_grad_enabled():  # the double backward is being differentiated: all from x and g
-            xhat, invstd = _normalise(x, ctx.eps)
-            centred, _, q = _project(g, xhat)
+            xhat, invstd = _normalise(x, ctx.eps, lead)
+            centred, _, q = _project(g, xhat, lead)
         else:
             q = dw.view(shape) / count
-        grads = _double_backward(centred, q, weight, xhat, invstd, a, alpha, beta)
-        return (*grads, None, None, None)
+        grads = _double_backward(centred, q, weight, xhat, invstd, a, alpha, beta, lead)
+        return (*grads, None, None, None, None)
+
+    @staticmethod
+    def vmap(info, in_dims, g, x, weight, xhat, invstd, eps, lead):
+        tensors = _batch_first(info, in_dims, g, x, weight, xhat, invstd)
+        return _BatchNormBackward.apply(*tensors, eps, lead + 1), (0, 0, 0, 0)
 
 
 def _double_backward(
@@ -133,6 +155,7 @@ def _double_backward(
     a: Tensor | None,
     alpha: Tensor | None,
     beta: Tensor | None,
+    lead: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients w.r.t. ``(g, x, w)`` of ⟨a, dx⟩ + ⟨α, dw⟩ + ⟨β, db⟩ (``None``: zero).
 
@@ -142,14 +165,14 @@ def _double_backward(
     The last is r (G − mean(G) − x̂ mean(G x̂)) for G = −s q a + (α − s m) g, the explicit
     gradient w.r.t. x̂, plus r's own dependence on x (−w R r² x̂).
     """
-    dims, shape, count = _layout(centred)
+    dims, shape, count = _layout(centred, lead)
     w = weight.view(shape)
     s = w * invstd
     alpha = torch.zeros_like(s) if alpha is None else alpha.view(shape)
     beta = torch.zeros_like(s) if beta is None else beta.view(shape)
     if a is None:
         return xhat * alpha + beta, centred * (invstd * alpha), torch.zeros_like(weight)
-    a_centred, _, a_xhat = _project(a, xhat)
+    a_centred, _, a_xhat = _project(a, xhat, lead)
     r_mean = (a * centred).mean(dims, keepdim=True)
     grad_g = torch.addcmul(a_centred * s, xhat, alpha) + beta
     grad_x = torch.addcmul(a_centred * (-invstd * s * q), centred, invstd * (alpha - s * a_xhat))
@@ -177,7 +200,7 @@ def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
     if _compiling():
         _, shape, _ = _layout(x)
         return _normalise(x, eps)[0] * weight.view(shape) + bias.view(shape)
-    return _BatchNorm.apply(x, weight, bias, eps)[0]
+    return _BatchNorm.apply(x, weight, bias, eps, 0)[0]
 
 
 def _compiling() -> bool:
