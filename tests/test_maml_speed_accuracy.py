@@ -103,6 +103,35 @@ def test_batch_norm_second_order_under_vmap_equals_a_loop_through_torch_batch_no
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("weights", ["batched", "shared"])
+def test_batch_norm_under_nested_vmap_equals_a_loop_of_the_definition_up_to_third_derivatives(float64, weights):
+    """The vmap rules (one more explicit batch dim per level): vmap of vmap, the batched dim not
+    first, and weights batched with the input or shared by every slice (broadcast)."""
+    torch.manual_seed(0)
+    xs = (torch.randn(3, 2, 5, 3, 4) * 2 + 0.5).movedim(1, 3).requires_grad_()  # slice [i, :, :, j]
+    shape = (3, 2, 3) if weights == "batched" else (3,)
+    weight, bias = (torch.randn(shape, requires_grad=True) for _ in range(2))
+    w_dims = (0, None) if weights == "batched" else (None, None)
+    inner_w = 0 if weights == "batched" else None
+
+    def nested(x, w, b):
+        inner = torch.func.vmap(batch_norm, in_dims=(2, inner_w, inner_w), out_dims=2)
+        return torch.func.vmap(inner, in_dims=(0, *w_dims[:1] * 2))(x, w, b)
+
+    def looped(x, w, b):
+        rows = []
+        for i in range(x.shape[0]):
+            slices = []
+            for j in range(x.shape[3]):
+                wij, bij = (w[i, j], b[i, j]) if weights == "batched" else (w, b)
+                slices.append(elementwise_norm(x[i, :, :, j], wij, bij))
+            rows.append(torch.stack(slices, 2))
+        return torch.stack(rows)
+
+    for got, expected in zip(derivatives(nested, xs, weight, bias), derivatives(looped, xs, weight, bias), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
 def test_batch_norm_compiles_under_vmap_as_lockstep_trajectories_do():
     """torch.compile cannot trace these autograd Functions under vmap (it stops at their
     ApplyTemplate); batch_norm then runs as plain operations, so lockstep's compiled step compiles."""

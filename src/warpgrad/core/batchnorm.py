@@ -29,6 +29,7 @@ operations, so every order is exact; the fast path only runs when nothing differ
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import torch
@@ -43,7 +44,7 @@ def _layout(x: Tensor, lead: int = 0) -> tuple[tuple[int, ...], tuple[int, ...],
     the elements per channel."""
     dims = (lead, *range(lead + 2, x.dim()))
     shape = (*x.shape[:lead], 1, x.shape[lead + 1]) + (1,) * (x.dim() - lead - 2)
-    return dims, shape, x[(0,) * lead].numel() // x.shape[lead + 1]
+    return dims, shape, math.prod(x.shape[lead:]) // x.shape[lead + 1]
 
 
 def _normalise(x: Tensor, eps: float, lead: int = 0) -> tuple[Tensor, Tensor]:
@@ -57,7 +58,10 @@ def _normalise(x: Tensor, eps: float, lead: int = 0) -> tuple[Tensor, Tensor]:
 
 def _batch_first(info: Any, in_dims: tuple[int | None, ...], *tensors: Tensor) -> list[Tensor]:
     """``tensors`` under ``vmap`` with the vmapped dim moved first (broadcast where one has none)."""
-    return [t.expand(info.batch_size, *t.shape) if d is None else t.movedim(d, 0) for t, d in zip(tensors, in_dims)]
+    return [
+        t if d == 0 else t.expand(info.batch_size, *t.shape) if d is None else t.movedim(d, 0)
+        for t, d in zip(tensors, in_dims)
+    ]
 
 
 class _BatchNorm(torch.autograd.Function):
