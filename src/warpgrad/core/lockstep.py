@@ -6,7 +6,8 @@ together. At step k every task draws its k-th training batch (in task order), th
 
     θ_{k+1}^τ, s_{k+1}^τ = update(∇L_τ(θ_k^τ; batch_k^τ), s_k^τ, θ_k^τ)      for all τ at once,
 
-the forward pass vmapped over tasks, the backward plain autograd of the summed losses (tasks do not
+the forward pass batched over tasks (written out for this library's layers,
+:mod:`warpgrad.core.stacked`, else vmapped), the backward plain autograd of the summed losses (tasks do not
 interact), and the update applied to the stacked tensors (vmapped unless it is elementwise). ``on_step`` sees
 every task's point at step k stacked along a leading task dimension (:class:`Step`) before the
 update: WarpGrad stores or scores the points there, Leap extends the paths.
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 
 from warpgrad.core.optim import InnerOptimizer
 from warpgrad.core.params import scored_loss
+from warpgrad.core.stacked import stacked_loss
 from warpgrad.core.tree import Params, State, same_shapes, tree_map, tree_stack
 from warpgrad.core.unroll import _loss_and_grad
 from warpgrad.tasks.base import Task, loss_function, objective
@@ -94,7 +96,7 @@ def lockstep(
     def vectorised(batches: list[Any]) -> bool:
         return batched and one_loss and same_shapes(batches)
 
-    batched_loss = torch.func.vmap(losses[0])
+    batched_loss = stacked_loss(model, tasks[0], frozen) or torch.func.vmap(losses[0])
     update = inner_optimizer.update if inner_optimizer.elementwise else torch.func.vmap(inner_optimizer.update)
 
     for k in range(steps):
