@@ -112,3 +112,26 @@ def test_random_affine_matches_a_hand_computed_rotation_and_shift():
         float(random_affine(image, torch.Generator().manual_seed(3)).sum()),
         float(random_affine(image, torch.Generator().manual_seed(3)).sum()),
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(20, 1, 28, 28), (1, 1, 28, 28), (3, 2, 17, 9), (2, 1, 1, 5)])
+def test_random_affine_samples_the_grid_affine_grid_builds_bit_for_bit(dtype, shape):
+    """The grid is formed elementwise, not by ``F.affine_grid`` (a batched matrix product that
+    costs most of the augmentation on small images); the pixels must not change."""
+    images = torch.rand(*shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)  # random_affine's draws, in its order
+        n = shape[0]
+        angle = torch.deg2rad(0.0 + (360.0 - 0.0) * torch.rand(n, generator=g, dtype=dtype))
+        zoom = 0.8 + (1.2 - 0.8) * torch.rand(n, generator=g, dtype=dtype)
+        shift = (2 * torch.rand(n, 2, generator=g, dtype=dtype) - 1) * 0.2 * 2
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        rows = [
+            [cos, sin, -(cos * shift[:, 0] + sin * shift[:, 1])],
+            [-sin, cos, -(-sin * shift[:, 0] + cos * shift[:, 1])],
+        ]
+        theta = torch.stack([torch.stack(row, 1) for row in rows], 1)
+        grid = torch.nn.functional.affine_grid(theta, list(shape), align_corners=False)
+        expected = torch.nn.functional.grid_sample(images, grid, align_corners=False)
+        assert torch.equal(random_affine(images, torch.Generator().manual_seed(seed)), expected)

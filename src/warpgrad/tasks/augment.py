@@ -1,10 +1,12 @@
-"""Random affine augmentation written in torch (``affine_grid`` + ``grid_sample``; no torchvision).
+"""Random affine augmentation written in torch (a sampling grid + ``grid_sample``; no torchvision).
 
 WarpGrad's Omniglot protocol augments training images with a random rotation (0–360°), a random
 translation (up to 20% of the image size in each direction) and a random scale (0.8–1.2).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import Tensor
@@ -36,16 +38,27 @@ def random_affine(
     zoom = scale[0] + (scale[1] - scale[0]) * torch.rand(n, **kw)
     shift = (2 * torch.rand(n, 2, **kw) - 1) * translate * 2  # grid coordinates span [-1, 1]
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    # the grid maps output coordinates to input coordinates: the inverse of the image transform
-    theta = torch.stack(
-        [
-            torch.stack([cos, sin, -(cos * shift[:, 0] + sin * shift[:, 1])], 1),
-            torch.stack([-sin, cos, -(-sin * shift[:, 0] + cos * shift[:, 1])], 1),
-        ],
-        1,
-    )
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    # the grid maps output coordinates to input coordinates: the inverse of the image transform,
+    # rows (cos, sin, t_x) and (−sin, cos, t_y) applied to each pixel centre (x, y, 1)
+    t_x = -(cos * shift[:, 0] + sin * shift[:, 1])
+    t_y = -(-sin * shift[:, 0] + cos * shift[:, 1])
+    x, y = _pixel_centres(images.shape[-2], images.shape[-1], images.dtype, images.device)
+    cos, sin, t_x, t_y = (v.view(n, 1, 1) for v in (cos, sin, t_x, t_y))
+    grid = torch.stack([x * cos + y * sin + t_x, x * -sin + y * cos + t_y], -1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_centres(height: int, width: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Pixel centres in grid coordinates (``align_corners=False``), x ``[1, W]`` and y ``[H, 1]``,
+    computed as ``F.affine_grid`` computes them (so the grid is the same to the bit)."""
+
+    def centres(size: int) -> Tensor:
+        if size <= 1:
+            return torch.zeros(size, dtype=dtype, device=device)
+        return torch.linspace(-1, 1, size, dtype=dtype, device=device) * (size - 1) / size
+
+    return centres(width).view(1, width), centres(height).view(height, 1)
 
 
 def rotate90(images: Tensor, quarter_turns: int) -> Tensor:
