@@ -126,3 +126,9 @@ def test_models_and_tasks_without_rules_fall_back_to_vmap():
     assert stacked_loss(nn.Sequential(nn.Linear(2, 2), Own()), Regress(), {}) is None
     assert stacked_loss(MLP(2, (4,), 1), OwnObjective(), {}) is None
     assert stacked_loss(MLP(2, (4,), 1), Regress(), {}) is not None
+
+
+def test_autocast_falls_back_to_vmap_whose_casts_the_stacked_ops_would_not_repeat():
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert stacked_loss(MLP(2, (4,), 1), Regress(), {}) is None
+    assert stacked_loss(MLP(2, (4,), 1), Regress(), {}) is not None

@@ -166,11 +166,19 @@ def stacked_forward(model: nn.Module, theta: Params, frozen: Params, x: Tensor) 
     return _forward(model, _Parameters(theta, frozen, x.shape[0]), "", x)
 
 
+def _autocasting() -> bool:
+    try:
+        return any(torch.is_autocast_enabled(device) for device in ("cpu", "cuda"))
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
 def stacked_loss(model: nn.Module, task: Any, frozen: Params) -> Callable[[Params, Any], Tensor] | None:
     """``(θ [T, ...], (x, y) [T, ...]) -> [T]`` losses, the forward pass stacked and ``task.loss``
-    vmapped over the predictions; ``None`` when the model has a module without a stacked rule or
-    the task defines its own objective (then vmap the whole scored loss)."""
-    if callable(getattr(task, "objective", None)) or not supports(model):
+    vmapped over the predictions; ``None`` when the model has a module without a stacked rule, the
+    task defines its own objective, or autocast is on (under autocast, torch's batching rules cast
+    in another order, so the stacked ops would round differently): then vmap the whole scored loss."""
+    if callable(getattr(task, "objective", None)) or not supports(model) or _autocasting():
         return None
     per_task = torch.func.vmap(task.loss)
     frozen = dict(frozen)
