@@ -132,3 +132,24 @@ def test_autocast_falls_back_to_vmap_whose_casts_the_stacked_ops_would_not_repea
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert stacked_loss(MLP(2, (4,), 1), Regress(), {}) is None
     assert stacked_loss(MLP(2, (4,), 1), Regress(), {}) is not None
+
+
+def test_conv4_pools_before_relu_with_the_written_orders_bits_to_second_order():
+    """Conv4 runs each block's ReLU after its max-pool (layers.pool_before_relu); every derivative
+    keeps its bits, also where pooling windows tie (mostly blank images: many equal activations,
+    where a pool that split the gradient among ties would differ)."""
+    torch.manual_seed(3)
+    model = Conv4(1, 5, 16, 6, warp={"batchnorm": True, "activation": "relu"})
+    x = (torch.rand(8, 1, 16, 16) > 0.9).float()
+    y = torch.randint(0, 5, (8,))
+    params = dict(model.named_parameters())
+
+    def derivatives(forward):
+        loss = F.cross_entropy(forward(x), y)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        second = torch.autograd.grad(sum((g * g).sum() for g in grads), list(params.values()))
+        return [loss, *grads, *second]
+
+    written = derivatives(lambda x: model.classifier(model.features(x).flatten(1)))
+    for got, expected in zip(derivatives(model), written, strict=True):
+        assert torch.equal(got, expected)

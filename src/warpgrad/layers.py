@@ -253,7 +253,8 @@ class Conv4(nn.Module):
     """The 4-block few-shot convnet (Vinyals et al. 2016; Finn et al. 2017) with optional warps.
 
     Block: ``Conv3×3(width) → BatchNorm → ReLU → MaxPool2 → [conv_warp(width, **warp)]``, then a
-    linear classifier. Batch-norm uses batch statistics only (no running statistics), as is
+    linear classifier (the ReLU runs after the pool, which gives the same bits:
+    :func:`pool_before_relu`). Batch-norm uses batch statistics only (no running statistics), as is
     standard for few-shot learning; its affine parameters are task parameters.
     """
 
@@ -286,4 +287,25 @@ class Conv4(nn.Module):
         self.classifier = nn.Linear(width * size * size, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        return self.classifier(pool_before_relu(self.features, x).flatten(1))
+
+
+def pool_before_relu(blocks: nn.Sequential, x: Tensor) -> Tensor:
+    """``blocks(x)``, except that a ReLU directly followed by a max-pool runs after the pool.
+
+    Max-pooling commutes with ReLU (a monotone map), and both only select or zero elements, so
+    values and gradients of every order are bit-identical to the written order, while the ReLU
+    and its backward touch a quarter of the elements.
+    """
+    children = list(blocks)
+    i = 0
+    while i < len(children):
+        layer = children[i]
+        following = children[i + 1] if i + 1 < len(children) else None
+        if type(layer) is nn.ReLU and type(following) is nn.MaxPool2d:
+            x = layer(following(x))
+            i += 2
+        else:
+            x = layer(x)
+            i += 1
+    return x

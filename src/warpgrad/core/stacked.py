@@ -105,8 +105,16 @@ def _max_pool2d(m: nn.MaxPool2d, p: _Parameters, prefix: str, h: Tensor) -> Tens
 
 
 def _sequential(m: nn.Sequential, p: _Parameters, prefix: str, h: Tensor) -> Tensor:
-    for name, child in m.named_children():
-        h = _forward(child, p, f"{prefix}{name}.", h)
+    children = list(m.named_children())
+    i = 0
+    while i < len(children):
+        (name, child), following = children[i], children[i + 1][1] if i + 1 < len(children) else None
+        if type(child) is nn.ReLU and type(following) is nn.MaxPool2d:  # the same bits: layers.pool_before_relu
+            h = torch.relu(_max_pool2d(following, p, prefix, h))
+            i += 2
+        else:
+            h = _forward(child, p, f"{prefix}{name}.", h)
+            i += 1
     return h
 
 
