@@ -9,7 +9,8 @@ with conv warps, 4 tasks of 5 characters, 10 inner steps, the engine's per-task 
 (warm-up), so the figure is the meta-step itself. Variants as in ``warpgrad_sine.py``: lockstep
 (vmap), compiled (``compile=True``, compiled once in the warm-up), task by task
 (``batched=False``) and ``--before SRC``; interleaved rounds in fresh
-subprocesses. The FLOP bound is the meta-step's counted convolution and matrix-product FLOPs at
+subprocesses; then the lockstep meta-step's two parts (trajectories, warp update) timed and counted
+on their own. The FLOP bound is the meta-step's counted convolution and matrix-product FLOPs at
 this machine's measured convolution rate (a 3×3 64→64 convolution on 64 images of 28×28), with
 the same threads.
 """
@@ -59,6 +60,8 @@ def worker(config: dict) -> dict:
     for tasks in batches[1:]:  # render every character the timed steps use
         for task in tasks:
             task.train_batch()
+    if config.get("phases"):
+        return phases(learner, batches[1:], generator)
     times = []
     for tasks in batches[1:]:
         start = time.perf_counter()
@@ -71,6 +74,49 @@ def worker(config: dict) -> dict:
 
         out["flops"] = counted_flops(lambda: learner.meta_step(batches[1], generator))
     return out
+
+
+def phases(learner, batches: list, generator) -> dict:
+    """Seconds (median over the meta-steps) and counted FLOPs of the meta-step's two parts: the
+    lockstep trajectories and the warp update (the warp objective's value and gradient)."""
+    import time
+
+    sys.path.insert(0, str(HERE))
+    from _bound import counted_flops
+
+    parts = {"trajectories": "run_trajectories", "warp update": "warp_gradient"}
+    seconds: dict[str, list[float]] = {name: [] for name in parts}
+    flops = dict.fromkeys(parts, 0)
+    counting = [False]
+    kind = type(learner)
+    originals = {name: getattr(kind, method) for name, method in parts.items()}
+
+    def timed(name: str):
+        def run(self, *args, **kwargs):
+            if counting[0]:
+                result = {}
+
+                def call() -> None:
+                    result["out"] = originals[name](self, *args, **kwargs)
+
+                flops[name] += counted_flops(call)
+                return result["out"]
+            start = time.perf_counter()
+            out = originals[name](self, *args, **kwargs)
+            seconds[name][-1] += time.perf_counter() - start
+            return out
+
+        return run
+
+    for name, method in parts.items():
+        setattr(kind, method, timed(name))
+    for tasks in batches:
+        for values in seconds.values():
+            values.append(0.0)
+        learner.meta_step(tasks, generator)
+    counting[0] = True
+    learner.meta_step(batches[0], generator)
+    return {name: {"seconds": statistics.median(seconds[name]), "flops": flops[name]} for name in parts}
 
 
 def measure(config: dict, src: Path) -> dict:
@@ -108,12 +154,20 @@ def main() -> None:
             config = {"batched": batched, "compile": compiled, "repeats": args.repeats, "threads": args.threads}
             seconds[name].append(measure(config, src)["seconds"])
     flops = measure({"batched": True, "repeats": 1, "threads": args.threads, "flops": True}, SRC)["flops"]
+    parts = measure({"batched": True, "repeats": args.repeats, "threads": args.threads, "phases": True}, SRC)
     bound = flops / rate
     print(f"{args.threads} threads; convolution rate: {rate / 1e9:.1f} GFLOP/s; meta-step: {flops / 1e9:.1f} GFLOP")
     print(f"FLOP bound: {bound:.3f} s")
     for name, values in seconds.items():
         median = statistics.median(values)
         print(f"{name:<13} {median:7.3f} s/meta-step  {median / bound:5.1f}× the FLOP bound")
+    print("lockstep, by part (one more run):")
+    for name, part in parts.items():
+        part_bound = part["flops"] / rate
+        print(
+            f"  {name:<13} {part['seconds']:7.3f} s  {part['flops'] / 1e9:5.1f} GFLOP  "
+            f"{part['seconds'] / part_bound:5.1f}× its FLOP bound"
+        )
     if args.before is not None:
         ratio = statistics.median(seconds["before"]) / statistics.median(seconds["lockstep"])
         print(f"before / lockstep: {ratio:.2f}×")
