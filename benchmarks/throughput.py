@@ -18,6 +18,8 @@ the final test excluded). Scaling efficiency is the 2-process throughput over tw
     python benchmarks/throughput.py --skip-scaling    # (a) only
     python benchmarks/throughput.py --skip-methods --experiments kanji-multishot --rounds 3 --per-rank
                                                       # (b) with --nproc 2 at twice the meta-batch too
+    python benchmarks/throughput.py --skip-methods --experiments kanji-multishot --rounds 3 --decompose
+                                                      # (b) and where a rank's meta-step time goes
 """
 
 from __future__ import annotations
@@ -113,18 +115,36 @@ def engine_throughput(experiment: str, profile: str, settings: list[str], thread
         * prof.meta_batch
         / max(t["meta_step_s"] + t["sample_s"] for t in entry["time_per_rank"]),
         "wall_time_s": entry["wall_time_s"],
+        "steps": entry["steps"],
         "mean": entry["mean"],
         "timing": entry["time_per_rank"],
     }
 
 
-def doubled_batch(experiment: str, profile: str) -> list[str]:
-    """``--set`` overrides that double the profile's meta-batch and WarpGrad's warp batch."""
+def scaled_batch(experiment: str, profile: str, factor: float) -> list[str]:
+    """``--set`` overrides that scale the profile's meta-batch and WarpGrad's warp batch."""
     from warpgrad.experiments import get_experiment
 
     prof = get_experiment(experiment).profile(profile)
     warp_batch = prof.options.get("warpgrad", {}).get("warp_batch")
-    return [f"meta_batch={2 * prof.meta_batch}"] + ([f"warpgrad.warp_batch={2 * warp_batch}"] if warp_batch else [])
+    scaled = [f"meta_batch={int(factor * prof.meta_batch)}"]
+    return scaled + ([f"warpgrad.warp_batch={int(factor * warp_batch)}"] if warp_batch else [])
+
+
+def decomposition(alone: dict, pair: dict, ranks: dict) -> str:
+    """Seconds per meta-step: one process at a rank's share of the meta-batch alone, two such
+    processes side by side, and a ``--nproc 2`` rank (its collectives, waiting included, apart)."""
+
+    def per_step(run: dict, key: str = "meta_step_s") -> float:
+        return max(t[key] for t in run["timing"]) / run["steps"]
+
+    one, two = per_step(alone), statistics.mean(per_step(r) for r in pair["runs"])
+    rank, waiting = per_step(ranks), per_step(ranks, "meta_step_collective_s")
+    return (
+        f"  a rank's meta-step: {one:.3f} s for one process at a rank's batch alone, {two:.3f} s with two "
+        f"such processes side by side ({two / one:.2f}x: shared caches and memory), {rank:.3f} s in an "
+        f"--nproc 2 rank ({rank / two:.2f}x that), of which {waiting:.3f} s in collectives (waiting included)"
+    )
 
 
 def side_by_side(experiment: str, profile: str, settings: list[str]) -> dict:
@@ -175,6 +195,11 @@ def main() -> None:
         action="store_true",
         help="part (b): also --nproc 2 with the meta-batch and warp batch doubled (each rank runs one process's)",
     )
+    parser.add_argument(
+        "--decompose",
+        action="store_true",
+        help="part (b): also one process at half the meta-batch, alone and two side by side (where a rank's time goes)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -213,7 +238,16 @@ def main() -> None:
     for experiment, profile, settings in workloads:
         if experiment not in args.experiments.split(","):
             continue
-        doubled = settings + doubled_batch(experiment, profile) if args.per_rank else []
+        doubled = settings + scaled_batch(experiment, profile, 2)
+        halved = settings + scaled_batch(experiment, profile, 0.5)
+        extra = ([lambda: engine_throughput(experiment, profile, doubled, 1, 2)] if args.per_rank else []) + (
+            [
+                lambda: engine_throughput(experiment, profile, halved, 1, 1),
+                lambda: side_by_side(experiment, profile, halved),
+            ]
+            if args.decompose
+            else []
+        )
         rounds = [
             [
                 engine_throughput(experiment, profile, settings, threads, nproc)
@@ -221,7 +255,7 @@ def main() -> None:
                 else side_by_side(experiment, profile, settings)
                 for threads, nproc in configs
             ]
-            + ([engine_throughput(experiment, profile, doubled, 1, 2)] if args.per_rank else [])
+            + [run() for run in extra]
             for _ in range(args.rounds)
         ]  # interleaved, so slow phases of the machine hit every configuration alike
         one, all_threads, two, apart = (_median_run([r[i] for r in rounds]) for i in range(len(configs)))
@@ -246,6 +280,11 @@ def main() -> None:
                 f"1-process 1-thread run ({per_rank['tasks_per_s'] / (2 * one['tasks_per_s']):.2f} efficiency)"
             )
             print(breakdown("2 procs x 1 thr, doubled batch", per_rank))
+        if args.decompose:
+            first = len(configs) + (1 if args.per_rank else 0)
+            alone = _median_run([r[first] for r in rounds])
+            pair = sorted((r[first + 1] for r in rounds), key=lambda r: r["tasks_per_s"])[len(rounds) // 2]
+            print(decomposition(alone, pair, two))
     print(
         "(efficiency: 2-process tasks/s over twice the 1-process 1-thread tasks/s; step efficiency: the same "
         "counting only sampling and meta-steps (the slower rank's), without validation and checkpoints; "

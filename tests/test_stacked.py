@@ -65,7 +65,7 @@ def loss_and_grads(loss, theta, data):
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("roles", ["warps frozen", "all adapted", "all frozen but the head"])
+@pytest.mark.parametrize("roles", ["warps frozen", "all adapted", "all frozen but the head", "weights adapted"])
 def test_stacked_loss_equals_vmap_bit_for_bit(name, roles):
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -73,6 +73,10 @@ def test_stacked_loss_equals_vmap_bit_for_bit(name, roles):
     theta0, phi = partition(model)
     if roles == "all adapted":
         theta0, phi = dict(model.named_parameters()), {}
+    elif roles == "weights adapted":  # biases shared: stacked weights with shared biases
+        everything = dict(model.named_parameters())
+        theta0 = {k: v for k, v in everything.items() if k.endswith("weight")}
+        phi = {k: v for k, v in everything.items() if k not in theta0}
     elif roles == "all frozen but the head":
         everything = dict(model.named_parameters())
         head = list(everything)[-2:]
@@ -122,6 +126,7 @@ def test_models_and_tasks_without_rules_fall_back_to_vmap():
     assert not supports(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect")))
     assert not supports(Warp(nn.Sequential(nn.Linear(4, 4), Own())))
     assert not supports(nn.Sequential(type("MyLinear", (nn.Linear,), {})(2, 2)))  # a subclass may compute more
+    assert not supports(nn.Sequential(nn.MaxPool2d(2, return_indices=True)))
     assert supports(conv_warp(4, depth=2, batchnorm=True, activation="relu"))
     assert stacked_loss(nn.Sequential(nn.Linear(2, 2), Own()), Regress(), {}) is None
     assert stacked_loss(MLP(2, (4,), 1), OwnObjective(), {}) is None

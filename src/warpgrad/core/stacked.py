@@ -153,8 +153,10 @@ def _forward(module: nn.Module, p: _Parameters, prefix: str, h: Tensor) -> Tenso
 
 def _supported(module: nn.Module) -> bool:
     kind = type(module)
-    if kind in _ACTIVATIONS or kind in (nn.MaxPool2d, BatchNorm):
+    if kind in _ACTIVATIONS or kind is BatchNorm:
         return True
+    if kind is nn.MaxPool2d:
+        return not module.return_indices
     if kind is nn.Conv2d:
         return module.padding_mode == "zeros" and not isinstance(module.padding, str)
     if kind is nn.Linear:
