@@ -36,12 +36,16 @@ def load_batch_norm(src: Path) -> Callable:
     return module.batch_norm
 
 
-def kanji_meta_step() -> tuple[Callable[[], dict], Callable[[], None]]:
+def kanji_meta_step(batch_size: int | None = None) -> tuple[Callable[[], dict], Callable[[], None]]:
+    """The meta-gradients and the meta-step of kanji-multishot quick WarpGrad (``batch_size``: the
+    profile's images per batch, or another)."""
     from warpgrad.experiments import build_method, get_experiment
     from warpgrad.tasks.base import SeededTask
 
     experiment = get_experiment("kanji-multishot")
     profile = experiment.profile("quick")
+    if batch_size is not None:
+        profile = profile.with_overrides({"batch_size": str(batch_size)})
     family = experiment.make_family(profile)
     learner = build_method(experiment, "warpgrad", profile, 0)
 

@@ -27,6 +27,9 @@ from typing import Any, Callable
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from batch_norm_swap import kanji_meta_step, maml  # noqa: E402  (workloads; warpgrad imported when called)
+
 SRC = HERE.parent / "src"
 
 
@@ -54,44 +57,9 @@ class Checkout:
         self.modules.update({m: sys.modules[m] for m in sys.modules if m == "warpgrad" or m.startswith("warpgrad.")})
 
 
-def kanji_meta_step(batch_size: int | None) -> tuple[Callable[[], dict], Callable[[], None]]:
-    from warpgrad.experiments import build_method, get_experiment
-    from warpgrad.tasks.base import SeededTask
-
-    experiment = get_experiment("kanji-multishot")
-    profile = experiment.profile("quick")
-    if batch_size is not None:
-        profile = profile.with_overrides({"batch_size": str(batch_size)})
-    family = experiment.make_family(profile)
-    learner = build_method(experiment, "warpgrad", profile, 0)
-
-    def tasks() -> list:  # the same tasks, with fresh generators, on every call
-        seeded = [
-            (torch.Generator().manual_seed(i), torch.Generator().manual_seed(99 + i)) for i in range(profile.meta_batch)
-        ]
-        return [SeededTask(family.sample(sampler), batches) for sampler, batches in seeded]
-
-    def gradients() -> dict:
-        captured = learner.meta_gradients(tasks(), torch.Generator().manual_seed(1))
-        return {(group, name): g for group, grads in captured.items() for name, g in grads.items()}
-
-    return gradients, lambda: learner.meta_step(tasks(), torch.Generator().manual_seed(1))
-
-
 def maml_vmap() -> tuple[Callable[[], dict], Callable[[], None]]:
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
     sys.modules.pop("maml_peers", None)  # imported afresh, bound to the active checkout
-    import maml_peers
-
-    ours, twin = maml_peers.make_models(torch.float32)
-    tasks = maml_peers.make_tasks(torch.float32)
-    run = maml_peers.warpgrad_maml(batched=True)
-
-    def gradients() -> dict:
-        return dict(enumerate(run(ours, twin, tasks)))
-
-    return gradients, lambda: run(ours, twin, tasks)
+    return maml(batched=True)
 
 
 def compare(name: str, checkouts: list[Checkout], build: Callable[[], Any], calls: int) -> None:

@@ -52,8 +52,13 @@ class _Parameters:
         return self.frozen.get(key, getattr(module, name)), False
 
 
-def _flat(h: Tensor, run: Callable[[Tensor], Tensor]) -> Tensor:
-    """``run`` on ``h`` ``[T, N, ...]`` with T and N flattened into one batch dim."""
+def _flat(h: Tensor, run: Callable[[Tensor], Tensor], any_order: bool = False) -> Tensor:
+    """``run`` on ``h`` ``[T, N, ...]`` with T and N flattened into one batch dim. ``any_order``:
+    ``run`` treats each image on its own (no shared weight sums over them), so the images may be
+    flattened in the order that needs no copy (N-major after a stacked convolution), bit for bit."""
+    if any_order and not h.is_contiguous() and h.transpose(0, 1).is_contiguous():
+        out = run(h.transpose(0, 1).flatten(0, 1))
+        return out.view(h.shape[1], h.shape[0], *out.shape[1:]).transpose(0, 1)
     out = run(h.flatten(0, 1))
     return out.view(*h.shape[:2], *out.shape[1:])
 
@@ -101,7 +106,7 @@ def _batch_norm(m: BatchNorm, p: _Parameters, prefix: str, h: Tensor) -> Tensor:
 
 def _max_pool2d(m: nn.MaxPool2d, p: _Parameters, prefix: str, h: Tensor) -> Tensor:
     pool = (m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
-    return _flat(h, lambda x: F.max_pool2d(x, *pool))
+    return _flat(h, lambda x: F.max_pool2d(x, *pool), any_order=True)
 
 
 def _sequential(m: nn.Sequential, p: _Parameters, prefix: str, h: Tensor) -> Tensor:
