@@ -127,6 +127,9 @@ def test_models_and_tasks_without_rules_fall_back_to_vmap():
     assert not supports(Warp(nn.Sequential(nn.Linear(4, 4), Own())))
     assert not supports(nn.Sequential(type("MyLinear", (nn.Linear,), {})(2, 2)))  # a subclass may compute more
     assert not supports(nn.Sequential(nn.MaxPool2d(2, return_indices=True)))
+    hooked = MLP(2, (4,), 1)
+    hooked.layers[0].register_forward_hook(lambda *args: None)
+    assert not supports(hooked)  # a hook the stacked rules would skip
     assert supports(conv_warp(4, depth=2, batchnorm=True, activation="relu"))
     assert stacked_loss(nn.Sequential(nn.Linear(2, 2), Own()), Regress(), {}) is None
     assert stacked_loss(MLP(2, (4,), 1), OwnObjective(), {}) is None

@@ -158,6 +158,8 @@ def _forward(module: nn.Module, p: _Parameters, prefix: str, h: Tensor) -> Tenso
 
 def _supported(module: nn.Module) -> bool:
     kind = type(module)
+    if module._forward_hooks or module._forward_pre_hooks:  # the stacked rules do not call modules
+        return False
     if kind in _ACTIVATIONS or kind is BatchNorm:
         return True
     if kind is nn.MaxPool2d:
@@ -171,7 +173,7 @@ def _supported(module: nn.Module) -> bool:
 
 def supports(model: nn.Module) -> bool:
     """Whether every module of ``model`` has a stacked rule here (exact types: a subclass may
-    compute something else)."""
+    compute something else) and none has forward hooks (they would not run)."""
     return _supported(model)
 
 
@@ -199,7 +201,6 @@ def stacked_loss(model: nn.Module, task: Any, frozen: Params) -> Callable[[Param
     frozen = dict(frozen)
 
     def loss(theta: Params, batch: Any) -> Tensor:
-        x, y = batch
-        return per_task(stacked_forward(model, theta, frozen, x), y)
+        return per_task(stacked_forward(model, theta, frozen, batch[0]), batch[1])
 
     return loss
