@@ -290,22 +290,23 @@ class Conv4(nn.Module):
         return self.classifier(pool_before_relu(self.features, x).flatten(1))
 
 
-def pool_before_relu(blocks: nn.Sequential, x: Tensor) -> Tensor:
+def pool_before_relu(blocks: nn.Sequential, x: Any, call: Callable[[str, nn.Module, Any], Any] | None = None) -> Any:
     """``blocks(x)``, except that a ReLU directly followed by a max-pool runs after the pool.
 
     Max-pooling commutes with ReLU (a monotone map), and both only select or zero elements, so
     values and gradients of every order are bit-identical to the written order, while the ReLU
-    and its backward touch a quarter of the elements.
+    and its backward touch a quarter of the elements. ``call(name, layer, x)`` runs one child
+    (default ``layer(x)``; :mod:`warpgrad.core.stacked` runs its stacked rules through it).
     """
-    children = list(blocks)
+    call = call or (lambda _name, layer, h: layer(h))
+    children = list(blocks.named_children())
     i = 0
     while i < len(children):
-        layer = children[i]
-        following = children[i + 1] if i + 1 < len(children) else None
-        if type(layer) is nn.ReLU and type(following) is nn.MaxPool2d:
-            x = layer(following(x))
+        name, layer = children[i]
+        if type(layer) is nn.ReLU and i + 1 < len(children) and type(children[i + 1][1]) is nn.MaxPool2d:
+            x = call(name, layer, call(*children[i + 1], x))
             i += 2
         else:
-            x = layer(x)
+            x = call(name, layer, x)
             i += 1
     return x

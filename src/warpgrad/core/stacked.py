@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from warpgrad.core.batchnorm import _BatchNorm
 from warpgrad.core.tree import Params
-from warpgrad.layers import MLP, BatchNorm, Conv4, Residual, Warp
+from warpgrad.layers import MLP, BatchNorm, Conv4, Residual, Warp, pool_before_relu
 
 __all__ = ["stacked_loss", "stacked_forward", "supports"]
 
@@ -110,17 +110,7 @@ def _max_pool2d(m: nn.MaxPool2d, p: _Parameters, prefix: str, h: Tensor) -> Tens
 
 
 def _sequential(m: nn.Sequential, p: _Parameters, prefix: str, h: Tensor) -> Tensor:
-    children = list(m.named_children())
-    i = 0
-    while i < len(children):
-        (name, child), following = children[i], children[i + 1][1] if i + 1 < len(children) else None
-        if type(child) is nn.ReLU and type(following) is nn.MaxPool2d:  # the same bits: layers.pool_before_relu
-            h = torch.relu(_max_pool2d(following, p, prefix, h))
-            i += 2
-        else:
-            h = _forward(child, p, f"{prefix}{name}.", h)
-            i += 1
-    return h
+    return pool_before_relu(m, h, lambda name, child, h: _forward(child, p, f"{prefix}{name}.", h))
 
 
 def _residual(m: Residual, p: _Parameters, prefix: str, h: Tensor) -> Tensor:
@@ -166,8 +156,6 @@ def _supported(module: nn.Module) -> bool:
         return not module.return_indices
     if kind is nn.Conv2d:
         return module.padding_mode == "zeros" and not isinstance(module.padding, str)
-    if kind is nn.Linear:
-        return True
     return kind in _RULES and all(_supported(child) for child in module.children())
 
 
