@@ -283,7 +283,7 @@ def main() -> None:
         if args.decompose:
             first = len(configs) + (1 if args.per_rank else 0)
             alone = _median_run([r[first] for r in rounds])
-            pair = sorted((r[first + 1] for r in rounds), key=lambda r: r["tasks_per_s"])[len(rounds) // 2]
+            pair = _median_run([r[first + 1] for r in rounds])
             print(decomposition(alone, pair, two))
     print(
         "(efficiency: 2-process tasks/s over twice the 1-process 1-thread tasks/s; step efficiency: the same "
