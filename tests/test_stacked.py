@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from warpgrad import partition
+from warpgrad.core import pooling
 from warpgrad.core.params import scored_loss
 from warpgrad.core.stacked import stacked_loss, supports
 from warpgrad.layers import MLP, BatchNorm, Conv4, Residual, Warp, conv_warp
@@ -142,10 +143,15 @@ def test_autocast_falls_back_to_vmap_whose_casts_the_stacked_ops_would_not_repea
     assert stacked_loss(MLP(2, (4,), 1), Regress(), {}) is not None
 
 
-def test_conv4_pools_before_relu_with_the_written_orders_bits_to_second_order():
-    """Conv4 runs each block's ReLU after its max-pool (layers.pool_before_relu); every derivative
-    keeps its bits, also where pooling windows tie (mostly blank images: many equal activations,
-    where a pool that split the gradient among ties would differ)."""
+@pytest.mark.parametrize("fast_pooling", [False, True])
+def test_conv4_pools_before_relu_with_the_written_orders_bits_to_second_order(fast_pooling, monkeypatch):
+    """Conv4 runs each block's ReLU after its max-pool (layers.pool_before_relu), through
+    core.pooling's fast path where it applies (forced here for these small images); every
+    derivative keeps its bits, also where pooling windows tie (mostly blank images: many equal
+    activations, where a pool that split the gradient among ties would differ)."""
+    if fast_pooling:
+        monkeypatch.setattr(pooling, "MIN_ELEMENTS", 0)
+        monkeypatch.setattr(pooling, "MIN_CHANNELS", 1)
     torch.manual_seed(3)
     model = Conv4(1, 5, 16, 6, warp={"batchnorm": True, "activation": "relu"})
     x = (torch.rand(8, 1, 16, 16) > 0.9).float()

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from warpgrad.core.batchnorm import _BatchNorm
+from warpgrad.core.pooling import max_pool
 from warpgrad.core.tree import Params
 from warpgrad.layers import MLP, BatchNorm, Conv4, Residual, Warp, pool_before_relu
 
@@ -105,8 +106,7 @@ def _batch_norm(m: BatchNorm, p: _Parameters, prefix: str, h: Tensor) -> Tensor:
 
 
 def _max_pool2d(m: nn.MaxPool2d, p: _Parameters, prefix: str, h: Tensor) -> Tensor:
-    pool = (m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
-    return _flat(h, lambda x: F.max_pool2d(x, *pool), any_order=True)
+    return _flat(h, lambda x: max_pool(m, x), any_order=True)
 
 
 def _sequential(m: nn.Sequential, p: _Parameters, prefix: str, h: Tensor) -> Tensor:
