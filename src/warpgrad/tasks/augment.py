@@ -51,7 +51,9 @@ def random_affine(
 @functools.lru_cache(maxsize=16)
 def _pixel_centres(height: int, width: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
     """Pixel centres in grid coordinates (``align_corners=False``), x ``[1, W]`` and y ``[H, 1]``,
-    computed as ``F.affine_grid`` computes them (so the grid is the same to the bit)."""
+    computed as ``F.affine_grid`` computes them. The grid is then the same to the bit where
+    affine_grid's matrix product rounds each multiply and add (AVX2 CPUs), and the same on every CPU
+    here (elementwise operations do not fuse)."""
 
     def centres(size: int) -> Tensor:
         if size <= 1:
