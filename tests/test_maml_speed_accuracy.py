@@ -74,6 +74,29 @@ def test_batch_norm_equals_the_definition_up_to_third_derivatives_and_torch_up_t
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("constant", ["x", "weight"])
+def test_batch_norm_double_backward_skips_what_is_not_needed_and_keeps_the_rest(float64, constant):
+    """An input that needs no gradient (a constant first-layer input in WarpGrad's objective, or
+    constant weights) gets none computed in the double backward; the others keep their bits (the
+    same as when it needs one) and equal the definition's."""
+    torch.manual_seed(0)
+    inputs = {"x": torch.randn(5, 3, 4) * 2 + 0.5, "weight": torch.tensor([0.5, -1.5, 2.0]), "bias": torch.randn(3)}
+    c = torch.randn(5, 3, 4)
+    wanted = [k for k in inputs if k != constant]
+
+    def second_order(norm, constant_needs_grad):
+        leaves = {k: v.clone().requires_grad_(k != constant or constant_needs_grad) for k, v in inputs.items()}
+        y = norm(leaves["x"], leaves["weight"], leaves["bias"])
+        first = torch.autograd.grad((torch.sin(y) * c).sum(), [leaves[k] for k in wanted], create_graph=True)
+        return torch.autograd.grad(sum((g * g).sum() for g in first), [leaves[k] for k in wanted])
+
+    skipped = second_order(batch_norm, False)
+    for got, expected in zip(skipped, second_order(batch_norm, True), strict=True):
+        assert torch.equal(got, expected)
+    for got, expected in zip(skipped, second_order(elementwise_norm, False), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
 def test_batch_norm_second_order_under_vmap_equals_a_loop_through_torch_batch_norm(float64):
     """vmap over tasks of inner torch.func.grad steps, then an outer gradient: what MAML does.
 

@@ -141,7 +141,7 @@ class _BatchNormBackward(torch.autograd.Function):
             centred, _, q = _project(g, xhat, lead)
         else:
             q = dw.view(shape) / count
-        grads = _double_backward(centred, q, weight, xhat, invstd, a, alpha, beta, lead)
+        grads = _double_backward(centred, q, weight, xhat, invstd, a, alpha, beta, lead, ctx.needs_input_grad[:3])
         return (*grads, None, None, None, None)
 
     @staticmethod
@@ -160,8 +160,11 @@ def _double_backward(
     alpha: Tensor | None,
     beta: Tensor | None,
     lead: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients w.r.t. ``(g, x, w)`` of ⟨a, dx⟩ + ⟨α, dw⟩ + ⟨β, db⟩ (``None``: zero).
+    needed: tuple[bool, bool, bool] = (True, True, True),
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients w.r.t. ``(g, x, w)`` of ⟨a, dx⟩ + ⟨α, dw⟩ + ⟨β, db⟩ (``None``: zero), each only
+    where ``needed`` (else ``None``: in WarpGrad's objective the first layer's input is a constant,
+    and its gradient would be the largest tensors' work).
 
     With r = 1/σ, s = w r, q = mean(g x̂), g_c = g − ḡ − x̂ q (``centred``), a_c = a − ā − x̂ m with
     m = mean(a x̂), and R = mean(a g_c):
@@ -174,14 +177,18 @@ def _double_backward(
     s = w * invstd
     alpha = torch.zeros_like(s) if alpha is None else alpha.view(shape)
     beta = torch.zeros_like(s) if beta is None else beta.view(shape)
+    need_g, need_x, need_w = needed
     if a is None:
-        return xhat * alpha + beta, centred * (invstd * alpha), torch.zeros_like(weight)
+        grad_g = xhat * alpha + beta if need_g else None
+        return grad_g, centred * (invstd * alpha) if need_x else None, torch.zeros_like(weight) if need_w else None
     a_centred, _, a_xhat = _project(a, xhat, lead)
-    r_mean = (a * centred).mean(dims, keepdim=True)
-    grad_g = torch.addcmul(a_centred * s, xhat, alpha) + beta
-    grad_x = torch.addcmul(a_centred * (-invstd * s * q), centred, invstd * (alpha - s * a_xhat))
-    grad_x = torch.addcmul(grad_x, xhat, -w * r_mean * invstd * invstd)
-    return grad_g, grad_x, (invstd * r_mean * count).reshape(weight.shape)
+    r_mean = (a * centred).mean(dims, keepdim=True) if need_x or need_w else None
+    grad_g = torch.addcmul(a_centred * s, xhat, alpha) + beta if need_g else None
+    grad_x = None
+    if need_x:
+        grad_x = torch.addcmul(a_centred * (-invstd * s * q), centred, invstd * (alpha - s * a_xhat))
+        grad_x = torch.addcmul(grad_x, xhat, -w * r_mean * invstd * invstd)
+    return grad_g, grad_x, (invstd * r_mean * count).reshape(weight.shape) if need_w else None
 
 
 # Function.apply binds its arguments to forward's signature on every call; a stored signature
