@@ -3,7 +3,7 @@
 On the CPU, ``F.max_pool2d`` on a ``[N, C, H, W]`` tensor runs a scalar loop per output (no
 vectorisation across the window's stride-2 reads): in a Conv4 lockstep step it costs a sixth of
 the trajectories, more than the forward convolutions. Its channels-last kernel vectorises across
-channels and is several times faster, even counting the copy into that layout. But pooling the
+channels and is about twice as fast, counting the copy into that layout. But pooling the
 channels-last copy with autograd would hand channels-last gradients to the layers below, whose
 reductions would then sum in another order.
 
@@ -24,6 +24,8 @@ import inspect
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from warpgrad.core.batchnorm import _compiling
 
 __all__ = ["max_pool"]
 
@@ -64,11 +66,6 @@ def _is_2x2(m: nn.MaxPool2d) -> bool:
     pairs = [m.kernel_size, m.stride if m.stride is not None else m.kernel_size, m.padding, m.dilation]
     pairs = [tuple(v) if isinstance(v, (tuple, list)) else (v, v) for v in pairs]
     return pairs == [(2, 2), (2, 2), (0, 0), (1, 1)] and not m.return_indices
-
-
-def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 # Below these, the copy and the extra calls cost more than the standard kernel (measured on 2
