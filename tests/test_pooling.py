@@ -88,11 +88,16 @@ def test_max_pool_under_vmap(in_dim, fast_everywhere):
         (nn.MaxPool2d(2, stride=1), (2, 16, 8, 8)),
         (nn.MaxPool2d(2, padding=1), (2, 16, 8, 8)),
         (nn.MaxPool2d(2), (16, 8, 8)),  # unbatched
+        (nn.MaxPool2d(2, return_indices=True), (2, 16, 8, 8)),
     ],
 )
 def test_other_pools_run_torchs_kernel(pool, shape, fast_everywhere):
     x = awkward(shape)
-    assert same(max_pool(pool, x), pool(x))
+    got, expected = max_pool(pool, x), pool(x)
+    if pool.return_indices:  # (values, indices), as the module returns them
+        assert same(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    else:
+        assert same(got, expected)
     assert not fast_everywhere
 
 

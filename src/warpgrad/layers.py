@@ -291,7 +291,7 @@ class Conv4(nn.Module):
         return self.classifier(pool_before_relu(self.features, x).flatten(1))
 
 
-def _call(_name: str, layer: nn.Module, x: Any) -> Any:
+def _run_layer(_name: str, layer: nn.Module, x: Any) -> Any:
     hooked = layer._forward_hooks or layer._forward_pre_hooks
     return max_pool(layer, x) if type(layer) is nn.MaxPool2d and not hooked else layer(x)
 
@@ -305,7 +305,7 @@ def pool_before_relu(blocks: nn.Sequential, x: Any, call: Callable[[str, nn.Modu
     (default ``layer(x)``, a 2×2 max-pool through :func:`warpgrad.core.pooling.max_pool`: the same
     bits, faster; :mod:`warpgrad.core.stacked` runs its stacked rules through it).
     """
-    call = call or _call
+    call = call or _run_layer
     children = list(blocks.named_children())
     i = 0
     while i < len(children):

@@ -81,6 +81,6 @@ def max_pool(m: nn.MaxPool2d, x: Tensor) -> Tensor:
     fits = x.device.type == "cpu" and x.is_floating_point() and x.dim() == 4 and x.shape[1] >= MIN_CHANNELS
     large = x.numel() >= MIN_ELEMENTS and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0
     if not (fits and large and _is_2x2(m)) or _compiling():
-        return F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+        return m(x)
     index = _WindowArgmax.apply(x)
     return x.flatten(-2).gather(-1, index.flatten(-2)).view(index.shape)
